@@ -1,0 +1,45 @@
+"""AlexNet, torchvision's single-tower variant (Krizhevsky 2014, "One weird trick")."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import jax
+from flax import linen as nn
+
+from cnn.layers import ConvNormAct, adaptive_avg_pool, flatten, max_pool
+from cnn.models.registry import register
+
+Dtype = Any
+
+
+class AlexNet(nn.Module):
+    """Five convs (64@11x11/4, 192@5x5, 384, 256, 256 @3x3), adaptive pool to 6x6, 4096-4096-classes.
+
+    61,100,840 parameters for 1000 classes. Dropout precedes the two hidden dense layers.
+    """
+
+    num_classes: int = 1000
+    drop_rate: float = 0.5
+    dtype: Optional[Dtype] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        conv = functools.partial(ConvNormAct, norm=None, dtype=self.dtype)
+        x = conv(64, 11, strides=4, padding=2, name="conv1")(x, train)
+        x = max_pool(x, 3, 2)
+        x = conv(192, 5, padding=2, name="conv2")(x, train)
+        x = max_pool(x, 3, 2)
+        x = conv(384, 3, padding=1, name="conv3")(x, train)
+        x = conv(256, 3, padding=1, name="conv4")(x, train)
+        x = conv(256, 3, padding=1, name="conv5")(x, train)
+        x = max_pool(x, 3, 2)
+        x = flatten(adaptive_avg_pool(x, 6))
+        for i in range(2):
+            x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
+            x = nn.relu(nn.Dense(4096, dtype=self.dtype, name=f"fc{i + 1}")(x))
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc3")(x)
+
+
+register("alexnet", AlexNet)

@@ -1,0 +1,82 @@
+"""Name -> model factory. ``create("resnet50", num_classes=1000, dtype=jnp.bfloat16)``.
+
+A family file registers its variants with one line each::
+
+    register("resnet18", functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock),
+             input_shape=(224, 224, 3))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from flax import linen as nn
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: Callable[..., nn.Module]
+    input_shape: Tuple[int, ...]  # one example, without the batch axis, e.g. (224, 224, 3)
+    default_num_classes: int
+
+
+_REGISTRY: Dict[str, ModelEntry] = {}
+
+
+def register(
+    name: str,
+    factory: Callable[..., nn.Module],
+    *,
+    input_shape: Tuple[int, ...] = (224, 224, 3),
+    default_num_classes: int = 1000,
+) -> Callable[..., nn.Module]:
+    """Adds ``name``; the factory takes ``num_classes=`` and any module field as keywords."""
+    if name != name.lower():
+        raise ValueError(f"model names are lower-case; got {name!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    _REGISTRY[name] = ModelEntry(name, factory, tuple(input_shape), default_num_classes)
+    return factory
+
+
+def names() -> List[str]:
+    """Every registered model name, sorted."""
+    return sorted(_REGISTRY)
+
+
+def entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; an unknown name is a ``ValueError`` that lists close matches."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} Known models: {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+def _fields(factory: Callable[..., nn.Module]) -> Optional[List[str]]:
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    if isinstance(target, type) and dataclasses.is_dataclass(target):
+        return [f.name for f in dataclasses.fields(target) if f.init and f.name not in ("parent", "name")]
+    return None
+
+
+def create(name: str, *, num_classes: int, **overrides: Any) -> nn.Module:
+    """Builds model ``name`` with ``num_classes`` outputs; ``overrides`` set any other module field."""
+    model_entry = entry(name)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        raise ValueError(f"num_classes={num_classes!r}; expected a non-negative int (0 = features only)")
+    fields = _fields(model_entry.factory)
+    if fields is not None:
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise ValueError(f"model {name!r} has no field {', '.join(map(repr, unknown))}; its fields: {', '.join(fields)}")
+    return model_entry.factory(num_classes=num_classes, **overrides)
+
+
+def input_shape(name: str) -> Tuple[int, ...]:
+    """The input shape (no batch axis) model ``name`` is usually fed, e.g. ``(224, 224, 3)``."""
+    return entry(name).input_shape

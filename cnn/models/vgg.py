@@ -1,0 +1,68 @@
+"""VGG (Simonyan & Zisserman 2015), configurations A, B, D, E, with or without BatchNorm."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional, Sequence, Union
+
+import jax
+from flax import linen as nn
+
+from cnn.layers import BatchNorm, ClassifierHead, ConvNormAct, adaptive_avg_pool, max_pool
+from cnn.models.registry import register
+
+Dtype = Any
+
+# Channels of each 3x3 conv; "M" is a 2x2 max pool.
+VGG_LAYERS = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
+
+
+class VGG(nn.Module):
+    """3x3 conv stacks with max pools, adaptive pool to ``pool_size``, a 4096-4096 classifier.
+
+    Convs keep their bias with BatchNorm too, as torchvision's ``vgg*_bn`` (so the counts match).
+    ``pool_size=None`` with ``hidden=()`` gives the CIFAR-style head (global pool, one dense).
+    """
+
+    layers: Sequence[Union[int, str]]
+    num_classes: int = 1000
+    batch_norm: bool = False
+    pool_size: Optional[int] = 7
+    hidden: Sequence[int] = (4096, 4096)
+    drop_rate: float = 0.5
+    axis_name: Optional[str] = None
+    bn_momentum: float = 0.9
+    dtype: Optional[Dtype] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, axis_name=self.axis_name)
+        index = 0
+        for item in self.layers:
+            if item == "M":
+                x = max_pool(x, 2)
+                continue
+            index += 1
+            x = ConvNormAct(
+                int(item), 3, padding=1, use_bias=True, norm=norm if self.batch_norm else None,
+                dtype=self.dtype, name=f"conv{index}",
+            )(x, train)
+        if self.pool_size is None:
+            return ClassifierHead(
+                self.num_classes, pool="avg", hidden=self.hidden, drop_rate=self.drop_rate, dtype=self.dtype, name="head"
+            )(x, train)
+        x = adaptive_avg_pool(x, self.pool_size)
+        return ClassifierHead(
+            self.num_classes, pool="flatten", hidden=self.hidden, drop_rate=self.drop_rate, dropout_first=False,
+            dtype=self.dtype, name="head",
+        )(x, train)
+
+
+for depth, layers in VGG_LAYERS.items():
+    register(f"vgg{depth}", functools.partial(VGG, layers=layers))
+    register(f"vgg{depth}_bn", functools.partial(VGG, layers=layers, batch_norm=True))
