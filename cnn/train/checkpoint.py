@@ -1,0 +1,118 @@
+"""orbax checkpoints: the train state, the data iterator's position and the run's identity.
+
+Every save is atomic (orbax writes a temporary folder and renames it) and asynchronous; the
+manager keeps the last ``keep`` steps and, when ``best_metric`` is set, the best one as well.
+A checkpoint that cannot be read is skipped with a warning for the previous good one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from typing import Any, Optional
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Restored:
+    step: int
+    state: Any
+    data_state: Optional[dict]
+    meta: dict
+
+
+class Checkpointer:
+    """A thin wrapper over ``ocp.CheckpointManager`` with the three items a run needs.
+
+    Args:
+      directory: e.g. ``workdir / "checkpoints"`` (absolute or relative).
+      keep: how many of the latest checkpoints stay.
+      best_metric: key of the metrics passed to ``save`` that ranks checkpoints (e.g.
+        ``"test_top1"``); the best one stays besides the latest ``keep``.
+      best_mode: ``"max"`` or ``"min"``.
+      asynchronous: write in a background thread while training goes on.
+    """
+
+    def __init__(
+        self,
+        directory: Any,
+        *,
+        keep: int = 3,
+        best_metric: Optional[str] = None,
+        best_mode: str = "max",
+        asynchronous: bool = True,
+    ):
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode={best_mode!r}; expected 'max' or 'min'")
+        if keep < 1:
+            raise ValueError(f"keep={keep}; keep at least the latest checkpoint")
+        self.directory = pathlib.Path(directory).absolute()
+        policies = [checkpoint_managers.LatestN(n=keep)]
+        if best_metric:
+            policies.append(
+                checkpoint_managers.BestN(
+                    get_metric_fn=lambda metrics: metrics[best_metric],
+                    reverse=best_mode == "max",
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=asynchronous,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
+
+    def save(self, step: int, state: Any, *, data_state: Optional[dict], meta: dict, metrics: Optional[dict] = None) -> None:
+        """Starts writing ``step`` (returns before the write ends when asynchronous)."""
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state or {}),
+            meta=ocp.args.JsonSave(meta),
+        )
+        self.manager.save(int(step), args=args, metrics=metrics, force=True)
+
+    def steps(self) -> list:
+        return sorted(self.manager.all_steps())
+
+    def latest_meta(self) -> Optional[dict]:
+        """The run identity stored with the newest checkpoint (None when there is none)."""
+        for step in reversed(self.steps()):
+            try:
+                return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+            except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
+                log.warning("checkpoint at step %d has unreadable metadata (%s); trying an earlier one", step, error)
+        return None
+
+    def restore(self, abstract_state: Any) -> Optional[Restored]:
+        """The newest readable checkpoint, restored into ``abstract_state``'s shapes and shardings."""
+        for step in reversed(self.steps()):
+            try:
+                restored = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=ocp.args.JsonRestore(),
+                        meta=ocp.args.JsonRestore(),
+                    ),
+                )
+            except Exception as error:  # noqa: BLE001
+                log.warning("skipping checkpoint at step %d: cannot be restored (%s)", step, error)
+                continue
+            data_state = dict(restored["data"]) if restored["data"] else None
+            return Restored(step, restored["state"], data_state, dict(restored["meta"]))
+        return None
+
+    def wait(self) -> None:
+        """Blocks until every asynchronous write has been committed."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

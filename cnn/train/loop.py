@@ -1,0 +1,313 @@
+"""``train_and_evaluate(config, workdir)``: the whole run, resumable by running it again.
+
+Writes ``metrics.jsonl``, TensorBoard event files, ``checkpoints/`` and, at the end,
+``results.json`` into ``workdir``. Configuration fields are documented in
+``experiments/configs/README.md``; every config file under ``experiments/configs`` sets them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import pathlib
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import cnn.models
+from cnn.train import optim
+from cnn.train.checkpoint import Checkpointer
+from cnn.train.parallel import Parallel
+from cnn.train.state import create_train_state
+from cnn.train.steps import StepOptions, eval_step, summarise, train_step
+from cnn.train.writer import MetricWriter
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class RunError(RuntimeError):
+    """A run cannot go on (bad workdir, non-finite loss, ...); the message says why and what to do."""
+
+
+def _dtype(name: str):
+    if name not in DTYPES:
+        raise ValueError(f"training.dtype={name!r}; expected one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def make_preprocess(augment: str, *, num_classes: int, mean, std, training: bool):
+    """An on-device ``(key, images, labels) -> (inputs, one-hot or soft targets)`` from a chain string."""
+    from cnn.data import chain
+
+    parsed = chain.parse(augment if training else "", num_classes=num_classes, mean=mean, std=std)
+
+    def preprocess(key, images, labels):
+        if key is None:
+            key = jax.random.PRNGKey(0)
+        inputs, targets = parsed(key, images, labels)
+        if targets.ndim == 1:
+            targets = jax.nn.one_hot(targets, num_classes, dtype=jnp.float32)
+        return inputs, targets
+
+    return preprocess
+
+
+def build_model(config: Any, num_classes: int, parallel: Parallel):
+    """The model named by ``config.model.name`` with the compute dtype and, if it has BatchNorm, the pmap axis."""
+    overrides = dict(config.model.get("overrides", {}) or {})
+    overrides.setdefault("dtype", _dtype(config.training.get("dtype", "float32")))
+    model = cnn.models.create(config.model.name, num_classes=num_classes, **overrides)
+    if parallel.model_axis_name and hasattr(model, "axis_name"):
+        model = model.clone(axis_name=parallel.model_axis_name)
+    return model
+
+
+def _sources(config: Any):
+    from cnn.data import source
+
+    data = config.data
+    options = dict(data.get("options", {}) or {})
+    common = dict(data_dir=data.get("data_dir") or None, prepared_dir=data.get("prepared_dir") or None, **options)
+    return source(data.name, data.get("train_split", "train"), **common), source(data.name, data.get("test_split", "test"), **common)
+
+
+def _run_identity(config: Any, model_params: int, num_classes: int) -> dict:
+    return {
+        "model": config.model.name,
+        "dataset": config.data.name,
+        "num_classes": int(num_classes),
+        "params": int(model_params),
+    }
+
+
+def _checkpointer(workdir: pathlib.Path, training: Any) -> Checkpointer:
+    return Checkpointer(
+        workdir / "checkpoints",
+        keep=int(training.get("keep_checkpoints", 3)),
+        best_metric=training.get("best_metric", "test_top1") or None,
+        best_mode=training.get("best_mode", "max"),
+        asynchronous=bool(training.get("async_checkpoints", True)),
+    )
+
+
+def _set_aside(workdir: pathlib.Path) -> pathlib.Path:
+    """--force: moves another experiment's checkpoints and logs to ``replaced-<time>/`` (nothing is deleted)."""
+    aside = workdir / time.strftime("replaced-%Y%m%d-%H%M%S")
+    aside.mkdir()
+    for name in ("checkpoints", "metrics.jsonl", "results.json"):
+        if (workdir / name).exists():
+            os.replace(workdir / name, aside / name)
+    for events in workdir.glob("events.out.tfevents.*"):
+        os.replace(events, aside / events.name)
+    log.warning("--force: moved the previous experiment's files to %s", aside)
+    return aside
+
+
+def _write_json_atomically(path: pathlib.Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class _Window:
+    """Per-step metrics still on the device, summed when the host needs them."""
+
+    pending: list = dataclasses.field(default_factory=list)
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def flush(self, parallel: Parallel, first_step: int) -> Optional[dict]:
+        if not self.pending:
+            return None
+        fetched = [parallel.fetch(m) for m in self.pending]
+        for offset, metrics in enumerate(fetched):
+            if not math.isfinite(float(metrics["loss_sum"])) and not float(metrics["skipped"]):
+                raise RunError(
+                    f"non-finite loss at step {first_step + offset + 1}; stopping without saving this state "
+                    f"(the last checkpoint is kept). Lower optimizer.learning_rate or set optimizer.clip_norm."
+                )
+        totals = {k: sum(float(m[k]) for m in fetched) for k in fetched[0]}
+        elapsed = time.perf_counter() - self.started
+        summary = summarise(totals)
+        summary["images_per_second"] = totals["examples"] / max(elapsed, 1e-9)
+        self.pending, self.started = [], time.perf_counter()
+        return summary
+
+
+def evaluate(config: Any, parallel: Parallel, state: Any, compiled_eval, test_source, *, use_ema: bool = False) -> dict:
+    """Loss, top-1 and top-5 over every test example exactly once (padding masked out)."""
+    from cnn.data import eval_iterator
+
+    eval_batch = config.training.get("eval_batch_size") or config.training.batch_size
+    parallel.check_batch(eval_batch, "training.eval_batch_size")
+    totals = None
+    for batch in eval_iterator(test_source, global_batch=eval_batch):
+        metrics = compiled_eval(state, parallel.put_batch(batch))
+        totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
+    return summarise(parallel.fetch(totals))
+
+
+def train_and_evaluate(config: Any, workdir: Any) -> dict:
+    """Trains ``config`` in ``workdir`` (resuming what is there) and returns the results dict."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not os.access(workdir, os.W_OK):
+        raise RunError(f"workdir {workdir} is not writable; choose another --workdir")
+    training = config.training
+    parallel = Parallel(config.get("parallel", "single"), per_device_batch_norm=bool(training.get("per_device_batch_norm", False)))
+    global_batch = training.batch_size
+    parallel.check_batch(global_batch)
+
+    train_source, test_source = _sources(config)
+    num_classes = train_source.num_classes
+    steps_per_epoch = max(len(train_source) // global_batch, 1)
+    total_steps = int(training.get("steps") or 0) or int(training.epochs * steps_per_epoch)
+    model = build_model(config, num_classes, parallel)
+    tx, learning_rate = optim.build(config.optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps, global_batch=global_batch)
+
+    dtype_name = training.get("dtype", "float32")
+    mean, std = (train_source.mean, train_source.std) if config.data.get("normalize", "dataset") == "dataset" else (None, None)
+    augment = config.data.get("augment", "") or ""
+    options = StepOptions(
+        preprocess=make_preprocess(augment, num_classes=num_classes, mean=mean, std=std, training=True),
+        eval_preprocess=make_preprocess("", num_classes=num_classes, mean=mean, std=std, training=False),
+        label_smoothing=float(training.get("label_smoothing", 0.0)),
+        l2=float(training.get("l2", 0.0)),
+        l2_mask=optim.decay_mask,
+        ema_decay=training.get("ema_decay"),
+        axis_name=parallel.axis_name,
+        compute_dtype=_dtype(dtype_name),
+    )
+    init = functools.partial(
+        create_train_state, model, tx, input_shape=train_source.image_shape,
+        ema=bool(training.get("ema_decay")), loss_scale=dtype_name == "float16",
+    )
+    seed = int(training.get("seed", 0))
+    state = parallel.init(init, jax.random.PRNGKey(seed))
+    host_shapes = jax.eval_shape(init, jax.random.PRNGKey(seed))
+    param_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(host_shapes.params))
+    identity = _run_identity(config, param_count, num_classes)
+
+    checkpointer = _checkpointer(workdir, training)
+    from cnn.data import train_iterator
+
+    train_batches = train_iterator(
+        train_source, global_batch=global_batch, seed=seed, worker_count=int(config.data.get("workers", 0)),
+        prefetch=int(config.data.get("prefetch", 2)),
+    )
+    start_step = 0
+    stored_identity = checkpointer.latest_meta()
+    if stored_identity is not None:
+        stored = {k: stored_identity.get(k) for k in identity}
+        if stored != identity:
+            if not config.get("force", False):
+                checkpointer.close()
+                raise RunError(
+                    f"workdir {workdir} holds checkpoints of another experiment ({stored}); this run is {identity}. "
+                    f"Use another --workdir, or --force to start over there"
+                )
+            checkpointer.close()
+            _set_aside(workdir)
+            checkpointer = _checkpointer(workdir, training)
+            stored_identity = None
+    if stored_identity is not None:
+        restored = checkpointer.restore(parallel.abstract_state(jax.eval_shape(lambda: parallel.unreplicate(state))))
+        if restored is not None:
+            state = parallel.place(restored.state)
+            if restored.data_state:
+                train_batches.set_state(restored.data_state)
+            start_step = restored.step
+            log.info("resumed from step %d", start_step)
+
+    results_path = workdir / "results.json"
+    if start_step >= total_steps and results_path.exists():
+        checkpointer.close()
+        return json.loads(results_path.read_text())
+
+    writer = MetricWriter(workdir, resume_step=start_step)
+    compiled_train = parallel.compile_train_step(functools.partial(train_step, options=options))
+    compiled_eval = parallel.compile_eval_step(functools.partial(eval_step, options=options))
+    log_every = max(int(training.get("log_every_steps", 50)), 1)
+    eval_every = int(training.get("eval_every_steps", 0)) or steps_per_epoch
+    checkpoint_every = int(training.get("checkpoint_every_steps", 0)) or steps_per_epoch
+    base_rng = jax.random.PRNGKey(seed + 1)
+
+    progress = None
+    if jax.process_index() == 0 and training.get("progress_bar", True):
+        from tqdm import tqdm
+
+        progress = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
+    window = _Window()
+    window_start = start_step
+    last_test: dict = {}
+    train_seconds, run_started = 0.0, time.perf_counter()
+    try:
+        for step in range(start_step, total_steps):
+            batch = parallel.put_batch(next(train_batches))
+            state, metrics = compiled_train(state, batch, base_rng)
+            window.pending.append(metrics)
+            done = step + 1
+            last = done == total_steps
+            if done % log_every == 0 or last or done % checkpoint_every == 0 or done % eval_every == 0:
+                summary = window.flush(parallel, window_start)
+                window_start = done
+                if summary:
+                    summary["learning_rate"] = float(learning_rate(done - 1))
+                    summary["epoch"] = done / steps_per_epoch
+                    writer.write(done, {f"train_{k}" if k not in ("epoch", "learning_rate") else k: v for k, v in summary.items()})
+                    if progress is not None:
+                        progress.set_postfix(loss=f"{summary['loss']:.4f}", top1=f"{summary['top1']:.4f}", img_s=f"{summary['images_per_second']:.0f}")
+            if done % eval_every == 0 or last:
+                eval_state = parallel.sync_batch_stats(state) if parallel.per_device_batch_norm else state
+                test = evaluate(config, parallel, eval_state, compiled_eval, test_source)
+                last_test = {f"test_{k}": v for k, v in test.items()}
+                writer.write(done, last_test)
+                if progress is not None:
+                    progress.write(f"step {done}: test loss {test['loss']:.4f}, top-1 {test['top1']:.4f}")
+            if done % checkpoint_every == 0 or last:
+                checkpointer.save(
+                    done, parallel.unreplicate(state), data_state=train_batches.get_state(), meta=identity,
+                    metrics=last_test if done % eval_every == 0 or last else None,
+                )
+            if progress is not None:
+                progress.update(1)
+        train_seconds = time.perf_counter() - run_started
+        checkpointer.wait()
+    finally:
+        if progress is not None:
+            progress.close()
+        writer.close()
+        checkpointer.close()
+
+    if not last_test:  # nothing ran in this invocation (finished earlier, results missing): evaluate now
+        compiled_eval = parallel.compile_eval_step(functools.partial(eval_step, options=options))
+        last_test = {f"test_{k}": v for k, v in evaluate(config, parallel, state, compiled_eval, test_source).items()}
+    results = {
+        "model": config.model.name,
+        "dataset": config.data.name,
+        "parallel": parallel.mode,
+        "devices": parallel.num_devices,
+        "processes": jax.process_count(),
+        "params": param_count,
+        "steps": total_steps,
+        "epochs": total_steps / steps_per_epoch,
+        "global_batch": global_batch,
+        "train_seconds": train_seconds,
+        "resumed_from_step": start_step,
+        "test_accuracy": last_test["test_top1"],
+        "test_top5": last_test["test_top5"],
+        "test_loss": last_test["test_loss"],
+        "test_examples": last_test["test_examples"],
+        "dtype": dtype_name,
+    }
+    if jax.process_index() == 0:
+        _write_json_atomically(results_path, results)
+    return results

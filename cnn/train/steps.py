@@ -1,0 +1,194 @@
+"""``train_step`` and ``eval_step``: written once, pure, run under jit, pmap or sharded jit.
+
+Metrics come back as sums (loss, correct top-1/top-5, examples) so that steps, devices and
+hosts add up exactly; the loop accumulates them on the device and fetches every few steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cnn.train.state import TrainState
+
+Batch = dict
+# (key, images uint8 [B, H, W, C], labels int [B]) -> (inputs float [B, H, W, C], targets float32 [B, K])
+Preprocess = Callable[[jax.Array, jax.Array, jax.Array], tuple]
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy in float32; ``targets`` are one-hot or soft ``[B, K]``."""
+    logits = logits.astype(jnp.float32)
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def correct_top_k(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+    """1.0 where ``labels`` (int ``[B]``) is among the ``k`` largest logits, else 0.0."""
+    k = min(k, logits.shape[-1])
+    top = jax.lax.top_k(logits, k)[1]
+    return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def one_hot_preprocess(num_classes: int, mean=None, std=None) -> Preprocess:
+    """No augmentation: scale to [0, 1] (or normalise with per-channel ``mean``/``std`` in pixel units)."""
+
+    def preprocess(key, images, labels):
+        del key
+        x = images.astype(jnp.float32)
+        if mean is not None:
+            x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+        else:
+            x = x / 255.0
+        return x, jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+
+    return preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """What a train step needs besides the state and the batch (static under jit).
+
+    Attributes:
+      preprocess: on-device augmentation + normalisation for training.
+      eval_preprocess: the same without randomness, for evaluation.
+      label_smoothing: as in Szegedy et al. 2016 (0.1 for the ImageNet recipe).
+      l2: coefficient of ``l2 / 2 * sum(w^2)`` added to the loss over ``l2_mask``-selected params.
+      l2_mask: pytree of bools like ``params``, or a function ``params -> mask``; None = all.
+      ema_decay: decay of the parameters' moving average (needs ``state.ema_params``).
+      axis_name: the pmap axis (gradients and metrics are reduced over it); None under jit.
+      compute_dtype: dtype the inputs are cast to (the model's ``dtype``).
+    """
+
+    preprocess: Preprocess
+    eval_preprocess: Preprocess
+    label_smoothing: float = 0.0
+    l2: float = 0.0
+    l2_mask: Any = None
+    ema_decay: Optional[float] = None
+    axis_name: Optional[str] = None
+    compute_dtype: Any = jnp.float32
+
+
+def _step_keys(rng: jax.Array, step: jax.Array, axis_name: Optional[str]):
+    key = jax.random.fold_in(rng, step)
+    if axis_name is not None:  # each replica draws its own dropout masks and augmentations
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    return jax.random.split(key)
+
+
+def _sum_over_replicas(tree, axis_name):
+    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def _l2_penalty(params, mask) -> jax.Array:
+    if mask is None:
+        mask = jax.tree.map(lambda _: True, params)
+    elif callable(mask):
+        mask = mask(params)
+    leaves = [jnp.sum(jnp.square(p.astype(jnp.float32))) for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m]
+    return 0.5 * sum(leaves) if leaves else jnp.zeros((), jnp.float32)
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, options: StepOptions):
+    """One optimisation step on ``batch = {"image": uint8 [B, ...], "label": int [B]}``.
+
+    Returns ``(new_state, metrics)``; metrics are sums over the (global) batch plus the
+    gradient norm, and ``skipped`` = 1 when float16 loss scaling found a non-finite gradient.
+    """
+    augment_key, dropout_key = _step_keys(rng, state.step, options.axis_name)
+    inputs, targets = options.preprocess(augment_key, batch["image"], batch["label"])
+    inputs = inputs.astype(options.compute_dtype)
+
+    def loss_fn(params):
+        variables = {"params": params}
+        if state.batch_stats:
+            variables["batch_stats"] = state.batch_stats
+        logits, updates = state.apply_fn(variables, inputs, train=True, rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+        logits = logits.astype(jnp.float32)
+        loss = jnp.mean(cross_entropy(logits, targets, options.label_smoothing))
+        if options.l2:
+            loss = loss + options.l2 * _l2_penalty(params, options.l2_mask)
+        return loss, (logits, updates.get("batch_stats", {}))
+
+    if state.dynamic_scale is not None:
+        scaled = state.dynamic_scale.value_and_grad(loss_fn, has_aux=True, axis_name=options.axis_name)
+        dynamic_scale, finite, (loss, (logits, batch_stats)), grads = scaled(state.params)
+    else:
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        if options.axis_name is not None:
+            grads = jax.lax.pmean(grads, options.axis_name)
+        dynamic_scale, finite = None, jnp.array(True)
+
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if state.dynamic_scale is not None:  # a non-finite step changes nothing but the loss scale
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        params, opt_state, batch_stats = keep(params, state.params), keep(opt_state, state.opt_state), keep(batch_stats, state.batch_stats)
+    ema_params = state.ema_params
+    if ema_params is not None:
+        decay = options.ema_decay if options.ema_decay is not None else 0.999
+        ema_params = jax.tree.map(lambda e, p: jnp.where(finite, decay * e + (1 - decay) * p, e), ema_params, params)
+
+    new_state = state.replace(
+        step=state.step + 1,
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+        ema_params=ema_params,
+        dynamic_scale=dynamic_scale,
+    )
+    labels = jnp.argmax(targets, axis=-1)  # soft targets (mixup) count their dominant class
+    metrics = _sum_over_replicas(
+        {
+            "loss_sum": loss * labels.shape[0],
+            "top1_sum": jnp.sum(correct_top_k(logits, labels, 1)),
+            "top5_sum": jnp.sum(correct_top_k(logits, labels, 5)),
+            "examples": jnp.asarray(labels.shape[0], jnp.float32),
+        },
+        options.axis_name,
+    )
+    metrics["grad_norm_sum"] = optax.global_norm(grads)
+    metrics["steps"] = jnp.ones((), jnp.float32)
+    metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
+    return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: Batch, *, options: StepOptions, use_ema: bool = False):
+    """Sums of loss and correct predictions over the examples whose ``batch["mask"]`` is set."""
+    inputs, targets = options.eval_preprocess(None, batch["image"], batch["label"])
+    logits = state.apply_fn(state.variables(use_ema), inputs.astype(options.compute_dtype), train=False)
+    logits = logits.astype(jnp.float32)
+    mask = batch.get("mask")
+    mask = jnp.ones(logits.shape[:1], jnp.float32) if mask is None else mask.astype(jnp.float32)
+    labels = batch["label"]
+    return _sum_over_replicas(
+        {
+            "loss_sum": jnp.sum(cross_entropy(logits, targets) * mask),
+            "top1_sum": jnp.sum(correct_top_k(logits, labels, 1) * mask),
+            "top5_sum": jnp.sum(correct_top_k(logits, labels, 5) * mask),
+            "examples": jnp.sum(mask),
+        },
+        options.axis_name,
+    )
+
+
+def summarise(metric_sums: dict) -> dict:
+    """Sums (possibly added over many steps) -> means: loss, top1, top5, grad_norm."""
+    examples = max(float(metric_sums["examples"]), 1.0)
+    out = {
+        "loss": float(metric_sums["loss_sum"]) / examples,
+        "top1": float(metric_sums["top1_sum"]) / examples,
+        "top5": float(metric_sums["top5_sum"]) / examples,
+        "examples": int(round(float(metric_sums["examples"]))),
+    }
+    if "steps" in metric_sums:
+        steps = max(float(metric_sums["steps"]), 1.0)
+        out["grad_norm"] = float(metric_sums["grad_norm_sum"]) / steps
+        out["skipped_steps"] = int(round(float(metric_sums["skipped"])))
+    return out
