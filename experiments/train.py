@@ -10,6 +10,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cnn.data import DataError
 from cnn.train import loop
 
 FLAGS = flags.FLAGS
@@ -28,7 +29,10 @@ def main(argv):
         config.force = bool(FLAGS.force or config.get("force", False))
     try:
         results = loop.train_and_evaluate(config, FLAGS.workdir)
-    except (ValueError, KeyError, TypeError, OSError, loop.RunError) as error:
+    except loop.Preempted as stop:
+        print(f"{stop}; run the same command to resume", file=sys.stderr)
+        sys.exit(loop.Preempted.exit_status)
+    except (ValueError, KeyError, TypeError, OSError, DataError, loop.RunError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

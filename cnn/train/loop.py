@@ -7,6 +7,7 @@ Writes ``metrics.jsonl``, TensorBoard event files, ``checkpoints/`` and, at the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -14,6 +15,8 @@ import logging
 import math
 import os
 import pathlib
+import signal
+import threading
 import time
 from typing import Any, Optional
 
@@ -35,6 +38,39 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 
 class RunError(RuntimeError):
     """A run cannot go on (bad workdir, non-finite loss, ...); the message says why and what to do."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM/SIGINT (or ``request_stop``): the current step finished and a checkpoint was written."""
+
+    exit_status = 75  # EX_TEMPFAIL: try again (running the same command resumes)
+
+    def __init__(self, step: int):
+        super().__init__(f"preempted at step {step}")
+        self.step = step
+
+
+_stop_requested = threading.Event()
+
+
+def request_stop(*_signal_args) -> None:
+    """Asks a running ``train_and_evaluate`` to checkpoint after the current step and raise ``Preempted``."""
+    _stop_requested.set()
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM and SIGINT request a clean stop while training (main thread only); old handlers come back after."""
+    _stop_requested.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _dtype(name: str):
@@ -248,37 +284,50 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
     window = _Window()
     window_start = start_step
     last_test: dict = {}
-    train_seconds, run_started = 0.0, time.perf_counter()
-    try:
-        for step in range(start_step, total_steps):
-            batch = parallel.put_batch(next(train_batches))
-            state, metrics = compiled_train(state, batch, base_rng)
-            window.pending.append(metrics)
-            done = step + 1
-            last = done == total_steps
-            if done % log_every == 0 or last or done % checkpoint_every == 0 or done % eval_every == 0:
-                summary = window.flush(parallel, window_start)
-                window_start = done
-                if summary:
-                    summary["learning_rate"] = float(learning_rate(done - 1))
-                    summary["epoch"] = done / steps_per_epoch
-                    writer.write(done, {f"train_{k}" if k not in ("epoch", "learning_rate") else k: v for k, v in summary.items()})
-                    if progress is not None:
-                        progress.set_postfix(loss=f"{summary['loss']:.4f}", top1=f"{summary['top1']:.4f}", img_s=f"{summary['images_per_second']:.0f}")
-            if done % eval_every == 0 or last:
-                eval_state = parallel.sync_batch_stats(state) if parallel.per_device_batch_norm else state
-                test = evaluate(config, parallel, eval_state, compiled_eval, test_source)
-                last_test = {f"test_{k}": v for k, v in test.items()}
-                writer.write(done, last_test)
-                if progress is not None:
-                    progress.write(f"step {done}: test loss {test['loss']:.4f}, top-1 {test['top1']:.4f}")
-            if done % checkpoint_every == 0 or last:
-                checkpointer.save(
-                    done, parallel.unreplicate(state), data_state=train_batches.get_state(), meta=identity,
-                    metrics=last_test if done % eval_every == 0 or last else None,
-                )
+    run_started = time.perf_counter()
+
+    def log_window(done: int) -> None:
+        nonlocal window_start
+        summary = window.flush(parallel, window_start)
+        window_start = done
+        if summary:
+            summary["learning_rate"] = float(learning_rate(done - 1))
+            summary["epoch"] = done / steps_per_epoch
+            writer.write(done, {k if k in ("epoch", "learning_rate") else f"train_{k}": v for k, v in summary.items()})
             if progress is not None:
-                progress.update(1)
+                progress.set_postfix(loss=f"{summary['loss']:.4f}", top1=f"{summary['top1']:.4f}", img_s=f"{summary['images_per_second']:.0f}")
+
+    try:
+        with _stop_on_signals():
+            for step in range(start_step, total_steps):
+                batch = parallel.put_batch(next(train_batches))
+                state, metrics = compiled_train(state, batch, base_rng)
+                window.pending.append(metrics)
+                done = step + 1
+                last = done == total_steps
+                evaluating = done % eval_every == 0 or last
+                saving = done % checkpoint_every == 0 or last
+                if done % log_every == 0 or evaluating or saving:
+                    log_window(done)  # raises on a non-finite loss, so no such state is ever saved
+                if evaluating:
+                    eval_state = parallel.sync_batch_stats(state) if parallel.per_device_batch_norm else state
+                    last_test = {f"test_{k}": v for k, v in evaluate(config, parallel, eval_state, compiled_eval, test_source).items()}
+                    writer.write(done, last_test)
+                    if progress is not None:
+                        progress.write(f"step {done}: test loss {last_test['test_loss']:.4f}, top-1 {last_test['test_top1']:.4f}")
+                stopping = _stop_requested.is_set() and not last
+                if stopping and not saving:
+                    log_window(done)
+                if saving or stopping:
+                    checkpointer.save(
+                        done, parallel.unreplicate(state), data_state=train_batches.get_state(), meta=identity,
+                        metrics=last_test if evaluating else None,
+                    )
+                if progress is not None:
+                    progress.update(1)
+                if stopping:
+                    checkpointer.wait()
+                    raise Preempted(done)
         train_seconds = time.perf_counter() - run_started
         checkpointer.wait()
     finally:

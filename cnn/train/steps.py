@@ -153,7 +153,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, options: Step
         },
         options.axis_name,
     )
-    metrics["grad_norm_sum"] = optax.global_norm(grads)
+    metrics["grad_norm_sum"] = optax.tree.norm(grads)
     metrics["steps"] = jnp.ones((), jnp.float32)
     metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
     return new_state, metrics

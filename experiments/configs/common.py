@@ -77,7 +77,7 @@ def smoke(config, *, image_shape=(28, 28, 1), num_classes=10, overrides=None):
     config.data.options = ml_collections.ConfigDict(
         dict(image_shape=tuple(image_shape), num_classes=num_classes, num_train=64, num_test=40, seed=0)
     )
-    config.data.augment = config.data.augment  # kept: the smoke run exercises the same chain
+    config.data.train_split, config.data.test_split = "train", "test"
     config.training.batch_size = 8
     config.training.eval_batch_size = 16
     config.training.steps = 6

@@ -1,0 +1,103 @@
+"""single (jit), pmap and sharded jit give the same training on the same global batches (8 CPU devices)."""
+
+import functools
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import cnn.models
+from cnn.train.parallel import Parallel
+from cnn.train.state import create_train_state
+from cnn.train.steps import StepOptions, one_hot_preprocess, train_step
+
+NUM_CLASSES = 10
+SHAPE = (16, 16, 3)
+
+pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs JAX_NUM_CPU_DEVICES=8 set before JAX starts")
+
+
+def tiny_resnet(axis_name=None):
+    return cnn.models.create(
+        "resnet18_cifar", num_classes=NUM_CLASSES, stage_sizes=(1, 1), widths=(8, 16), stem_width=8, axis_name=axis_name
+    )
+
+
+def batches(count, global_batch=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        {"image": rng.integers(0, 256, (global_batch, *SHAPE), dtype=np.uint8), "label": rng.integers(0, NUM_CLASSES, global_batch).astype(np.int32)}
+        for _ in range(count)
+    ]
+
+
+def train(mode, data, per_device_batch_norm=False, keep_replicas=False):
+    parallel = Parallel(mode, per_device_batch_norm=per_device_batch_norm)
+    model = tiny_resnet(parallel.model_axis_name)
+    tx = optax.sgd(0.1, momentum=0.9)
+    preprocess = one_hot_preprocess(NUM_CLASSES)
+    options = StepOptions(preprocess=preprocess, eval_preprocess=preprocess, axis_name=parallel.axis_name)
+    state = parallel.init(functools.partial(create_train_state, model, tx, input_shape=SHAPE), jax.random.PRNGKey(0))
+    step = parallel.compile_train_step(functools.partial(train_step, options=options))
+    losses = []
+    for batch in data:
+        state, metrics = step(state, parallel.put_batch(batch), jax.random.PRNGKey(1))
+        losses.append(float(parallel.fetch(metrics)["loss_sum"]))
+    if keep_replicas:
+        return jax.device_get(state), losses
+    return jax.device_get(parallel.unreplicate(state)), losses
+
+
+@pytest.fixture(scope="module")
+def single_run():
+    return train("single", batches(3))
+
+
+@pytest.mark.parametrize("mode", ["pmap", "sharded"])
+def test_modes_match_single_device(mode, single_run):
+    reference, reference_losses = single_run
+    state, losses = train(mode, batches(3))
+    assert int(state.step) == 3
+    np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+    for name in ("params", "batch_stats"):
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), getattr(state, name), getattr(reference, name)
+        )
+    # The parameters moved: equality is not two untouched initialisations.
+    init = jax.device_get(tiny_resnet().init(jax.random.split(jax.random.PRNGKey(0))[0], np.zeros((1, *SHAPE)), train=False))
+    assert not np.allclose(state.params["stem"]["conv"]["kernel"], init["params"]["stem"]["conv"]["kernel"])
+
+
+def test_per_device_batch_norm_keeps_each_slice_statistics():
+    data = batches(1)
+    state, _ = train("pmap", data, per_device_batch_norm=True, keep_replicas=True)
+    model = tiny_resnet()
+    variables = model.init(jax.random.split(jax.random.PRNGKey(0))[0], np.zeros((1, *SHAPE)), train=False)
+    images = np.asarray(data[0]["image"], np.float32) / 255.0
+    devices = jax.local_device_count()
+    slices = np.split(images, devices)
+    means = []
+    for index, part in enumerate(slices):
+        _, updated = model.apply(variables, part, train=True, mutable=["batch_stats"])
+        expected = updated["batch_stats"]["stem"]["norm"]["mean"]
+        np.testing.assert_allclose(state.batch_stats["stem"]["norm"]["mean"][index], expected, rtol=1e-5, atol=1e-7)
+        means.append(expected)
+    assert not np.allclose(means[0], means[1])  # the slices really differ
+    # What evaluation and checkpoints read is the average over devices.
+    parallel = Parallel("pmap", per_device_batch_norm=True)
+    synced = jax.device_get(parallel.sync_batch_stats(jax.device_put(state)).batch_stats["stem"]["norm"]["mean"][0])
+    np.testing.assert_allclose(synced, np.mean(means, axis=0), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode,batch", [("pmap", 12), ("sharded", 20), ("pmap", 0)])
+def test_batch_the_devices_cannot_split_is_a_clear_error(mode, batch):
+    with pytest.raises(ValueError, match=rf"training.batch_size={batch} cannot be split evenly over 8 devices"):
+        Parallel(mode).check_batch(batch)
+
+
+def test_unknown_mode_and_misused_per_device_norm():
+    with pytest.raises(ValueError, match="expected one of single, pmap, sharded"):
+        Parallel("data_parallel")
+    with pytest.raises(ValueError, match="needs parallel='pmap'"):
+        Parallel("sharded", per_device_batch_norm=True)
