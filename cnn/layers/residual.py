@@ -63,9 +63,13 @@ class _Block(nn.Module):
             name=name,
         )
 
+    def keeps_shape(self, x: jax.Array) -> bool:
+        """Whether the block's output has ``x``'s shape, so that the shortcut is the identity."""
+        return x.shape[-1] == self.features * self.expansion and self.strides == 1
+
     def residual(self, x: jax.Array, train: bool, pre_activated: bool = False) -> jax.Array:
         out_features = self.features * self.expansion
-        if x.shape[-1] == out_features and self.strides == 1:
+        if self.keeps_shape(x):
             return x
         if self.shortcut == "zero_pad":
             return zero_pad_shortcut(x, out_features, self.strides)
@@ -112,7 +116,9 @@ class PreActBlock(_Block):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         pre = self.act(self.norm(dtype=self.dtype, name="preact")(x, train=train))
-        shortcut = self.residual(pre if self.shortcut == "projection" else x, train, pre_activated=True)
+        # An identity shortcut carries x itself; only a projection reads the pre-activated input.
+        projects = self.shortcut == "projection" and not self.keeps_shape(x)
+        shortcut = self.residual(pre if projects else x, train, pre_activated=True)
         y = self.unit(self.features, 3, self.strides, name="conv1")(pre, train)
         y = self.unit(self.features, 3, act=False, norm=False, name="conv2")(y, train)
         return y + shortcut
@@ -127,7 +133,9 @@ class PreActBottleneck(_Block):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         width = int(self.features * (self.base_width / 64.0)) * self.groups
         pre = self.act(self.norm(dtype=self.dtype, name="preact")(x, train=train))
-        shortcut = self.residual(pre if self.shortcut == "projection" else x, train, pre_activated=True)
+        # An identity shortcut carries x itself; only a projection reads the pre-activated input.
+        projects = self.shortcut == "projection" and not self.keeps_shape(x)
+        shortcut = self.residual(pre if projects else x, train, pre_activated=True)
         y = self.unit(width, 1, name="conv1")(pre, train)
         y = self.unit(width, 3, self.strides, groups=self.groups, name="conv2")(y, train)
         y = self.unit(self.features * 4, 1, act=False, norm=False, name="conv3")(y, train)

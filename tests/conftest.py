@@ -1,0 +1,37 @@
+"""Shared fixtures: the PyTorch reference (skipped when absent) and one closeness rule."""
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def torch():
+    """PyTorch, seeded; tests that take this fixture are skipped with a reason when it is not installed."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the numerical reference (pip install -e '.[dev]')")
+    torch.manual_seed(0)
+    return torch
+
+
+@pytest.fixture
+def assert_close():
+    """``assert_close(actual, expected, rtol)``: elementwise ``rtol``, plus an ``atol`` of ``rtol * max|expected|``.
+
+    The absolute part covers outputs near zero, where float32 rounding of a sum of O(max) terms is
+    not small relative to the output itself.
+    """
+
+    def check(actual, expected, rtol=1e-5):
+        actual = np.asarray(actual, dtype=np.float64)
+        expected = np.asarray(expected, dtype=np.float64)
+        assert actual.shape == expected.shape, f"shape {actual.shape} != reference {expected.shape}"
+        atol = rtol * float(np.max(np.abs(expected))) if expected.size else 0.0
+        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+    return check
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that uses the PyTorch reference carries the ``torch`` marker (``-m "not torch"`` skips them)."""
+    for item in items:
+        if "torch" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.torch)
