@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cnn.layers.conv import ConvNormAct
+from cnn.layers.conv import ConvNormAct, he_normal_fan_out
 from cnn.layers.norm import BatchNorm
 
 Dtype = Any
@@ -57,7 +57,9 @@ class _Block(nn.Module):
             norm=self.norm if norm else None,
             act=self.act if act else None,
             use_bias=False,
-            zero_init_norm=zero_init,
+            zero_init_norm=zero_init and norm,
+            # Without a norm after it (pre-activation), the branch starts at zero through its last kernel.
+            kernel_init=nn.initializers.zeros if zero_init and not norm else he_normal_fan_out,
             conv=self.conv,
             dtype=self.dtype,
             name=name,
@@ -120,7 +122,7 @@ class PreActBlock(_Block):
         projects = self.shortcut == "projection" and not self.keeps_shape(x)
         shortcut = self.residual(pre if projects else x, train, pre_activated=True)
         y = self.unit(self.features, 3, self.strides, name="conv1")(pre, train)
-        y = self.unit(self.features, 3, act=False, norm=False, name="conv2")(y, train)
+        y = self.unit(self.features, 3, act=False, norm=False, zero_init=self.zero_init_last, name="conv2")(y, train)
         return y + shortcut
 
 
@@ -138,5 +140,5 @@ class PreActBottleneck(_Block):
         shortcut = self.residual(pre if projects else x, train, pre_activated=True)
         y = self.unit(width, 1, name="conv1")(pre, train)
         y = self.unit(width, 3, self.strides, groups=self.groups, name="conv2")(y, train)
-        y = self.unit(self.features * 4, 1, act=False, norm=False, name="conv3")(y, train)
+        y = self.unit(self.features * 4, 1, act=False, norm=False, zero_init=self.zero_init_last, name="conv3")(y, train)
         return y + shortcut

@@ -298,3 +298,18 @@ def test_unknown_shortcut_is_named():
     with pytest.raises(ValueError, match="shortcut='conv'"):
         block = BasicBlock(16, strides=2, shortcut="conv")
         jax.eval_shape(lambda key: block.init(key, _input(8), train=False), jax.random.key(0))
+
+
+def test_pre_activation_zero_init_last_starts_the_branch_at_zero():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from cnn.layers import PreActBlock, PreActBottleneck
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 16))
+    for block in (PreActBlock(16), PreActBottleneck(4)):
+        variables = block.init(jax.random.PRNGKey(1), x, train=False)
+        np.testing.assert_array_equal(block.apply(variables, x, train=False), x)  # identity at init
+        other = block.clone(zero_init_last=False)
+        assert not np.allclose(other.apply(other.init(jax.random.PRNGKey(1), x, train=False), x, train=False), x)
