@@ -1,7 +1,19 @@
-"""Shared fixtures: the PyTorch reference (skipped when absent) and one closeness rule."""
+"""Shared fixtures: the PyTorch reference (skipped when absent) and one closeness rule.
 
+Compiled XLA programs are cached on disk for the session (and shared by xdist workers), so a
+program that several tests compile, such as one config's train step in a run and its resume, is
+compiled once.
+"""
+
+import os
+import tempfile
+
+import jax
 import numpy as np
 import pytest
+
+jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), f"cnn-tests-xla-cache-{os.getuid()}"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 @pytest.fixture

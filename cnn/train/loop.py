@@ -227,46 +227,43 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
         ema=bool(training.get("ema_decay")), loss_scale=dtype_name == "float16",
     )
     seed = int(training.get("seed", 0))
-    state = parallel.init(init, jax.random.PRNGKey(seed))
-    host_shapes = jax.eval_shape(init, jax.random.PRNGKey(seed))
-    param_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(host_shapes.params))
+    state_shapes = jax.eval_shape(init, jax.random.PRNGKey(seed))  # nothing allocated or compiled yet
+    param_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state_shapes.params))
     identity = _run_identity(config, param_count, num_classes)
 
     checkpointer = _checkpointer(workdir, training)
+    stored_identity = checkpointer.latest_meta()
+    if stored_identity is not None and {k: stored_identity.get(k) for k in identity} != identity:
+        checkpointer.close()
+        if not config.get("force", False):
+            stored = {k: stored_identity.get(k) for k in identity}
+            raise RunError(
+                f"workdir {workdir} holds checkpoints of another experiment ({stored}); this run is {identity}. "
+                f"Use another --workdir, or --force to start over there"
+            )
+        _set_aside(workdir)
+        checkpointer, stored_identity = _checkpointer(workdir, training), None
+
+    results_path = workdir / "results.json"
+    if stored_identity is not None and results_path.exists() and max(checkpointer.steps()) >= total_steps:
+        checkpointer.close()  # finished earlier: nothing to compile or run
+        return json.loads(results_path.read_text())
+
     from cnn.data import train_iterator
 
     train_batches = train_iterator(
         train_source, global_batch=global_batch, seed=seed, worker_count=int(config.data.get("workers", 0)),
         prefetch=int(config.data.get("prefetch", 2)),
     )
-    start_step = 0
-    stored_identity = checkpointer.latest_meta()
-    if stored_identity is not None:
-        stored = {k: stored_identity.get(k) for k in identity}
-        if stored != identity:
-            if not config.get("force", False):
-                checkpointer.close()
-                raise RunError(
-                    f"workdir {workdir} holds checkpoints of another experiment ({stored}); this run is {identity}. "
-                    f"Use another --workdir, or --force to start over there"
-                )
-            checkpointer.close()
-            _set_aside(workdir)
-            checkpointer = _checkpointer(workdir, training)
-            stored_identity = None
-    if stored_identity is not None:
-        restored = checkpointer.restore(parallel.abstract_state(jax.eval_shape(lambda: parallel.unreplicate(state))))
-        if restored is not None:
-            state = parallel.place(restored.state)
-            if restored.data_state:
-                train_batches.set_state(restored.data_state)
-            start_step = restored.step
-            log.info("resumed from step %d", start_step)
-
-    results_path = workdir / "results.json"
-    if start_step >= total_steps and results_path.exists():
-        checkpointer.close()
-        return json.loads(results_path.read_text())
+    restored = checkpointer.restore(parallel.abstract_state(state_shapes)) if stored_identity is not None else None
+    if restored is not None:
+        state = parallel.place(restored.state)
+        if restored.data_state:
+            train_batches.set_state(restored.data_state)
+        start_step = restored.step
+        log.info("resumed from step %d", start_step)
+    else:
+        state, start_step = parallel.init(init, jax.random.PRNGKey(seed)), 0
 
     writer = MetricWriter(workdir, resume_step=start_step)
     compiled_train = parallel.compile_train_step(functools.partial(train_step, options=options))
