@@ -1,6 +1,7 @@
 """Images per second of the whole input path against simple_cnn's training throughput on this machine.
 
 COMMAND: CNN_DATA_DIR=../shared/datasets python -m experiments.benchmark_data --output=docs/benchmarks/data.json
+(docs/data.md holds the figures and the exact command they came from.)
 
 The input path is everything a training step waits for: the prepared array_record source, grain's
 per-epoch shuffle and sharding, batching, the transfer to the device and the jitted augmentation
@@ -8,7 +9,8 @@ chain. It is timed for MNIST (28x28x1) and a synthetic 32x32x3 set, with 0 and 2
 processes; the same table times one jitted simple_cnn training step (Adam, the same batch, the same
 image shape) and reports the ratio. The input path must be at least 5x faster than training. Each
 figure is the best of --repeats timed windows (a shared machine slows some windows down); the load
-average is recorded. Prints a table; writes JSON (machine, versions, command, numbers).
+average is recorded, and without workers the CPU time per image of both sides too (less sensitive to
+other processes than wall time). Prints a table; writes JSON (machine, versions, command, numbers).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ flags.DEFINE_integer("warmup_steps", 20, "Untimed steps first (compilation, work
 flags.DEFINE_integer("train_steps", 60, "Timed simple_cnn training steps per window.")
 flags.DEFINE_integer("repeats", 3, "Timed windows per measurement; the best counts (the machine may be shared).")
 flags.DEFINE_list("worker_counts", ["0", "2"], "grain worker processes to try.")
+flags.DEFINE_bool("in_memory", True, "Also time the split held in RAM (cnn.data.in_memory), without workers.")
 flags.DEFINE_string("mnist_chain", "crop(2)|rotate(10)", "Augmentation chain for MNIST.")
 flags.DEFINE_string("synthetic_chain", "crop(4)|flip|cutout(8)", "Augmentation chain for the synthetic set.")
 flags.DEFINE_integer("synthetic_train", 50_000, "Training examples of the synthetic set.")
@@ -86,9 +89,10 @@ def time_input_path(source, chain_text: str, worker_count: int) -> dict:
     key = jax.random.key(0)
     step = 0
 
-    def run(steps: int, augment: bool) -> float:
+    def run(steps: int, augment: bool) -> tuple:
+        """(images per wall second, images per CPU second of this process) over ``steps`` batches."""
         nonlocal step
-        start, images = time.perf_counter(), None
+        start, cpu_start, images = time.perf_counter(), time.process_time(), None
         for _ in range(steps):
             batch = next(iterator)
             if augment:
@@ -96,17 +100,23 @@ def time_input_path(source, chain_text: str, worker_count: int) -> dict:
             step += 1
         if images is not None:
             images.block_until_ready()
-        return steps * FLAGS.global_batch / (time.perf_counter() - start)
+        count = steps * FLAGS.global_batch
+        return count / (time.perf_counter() - start), count / (time.process_time() - cpu_start)
 
     run(FLAGS.warmup_steps, augment=True)  # compilation, worker start, page cache
-    full = max(run(FLAGS.steps, augment=True) for _ in range(FLAGS.repeats))
-    host = max(run(FLAGS.steps, augment=False) for _ in range(FLAGS.repeats))
+    full = [run(FLAGS.steps, augment=True) for _ in range(FLAGS.repeats)]
+    host = [run(FLAGS.steps, augment=False) for _ in range(FLAGS.repeats)]
     iterator.close()
-    return {"input_images_per_second": full, "host_images_per_second": host}
+    return {
+        "input_images_per_second": max(wall for wall, _ in full),
+        "host_images_per_second": max(wall for wall, _ in host),
+        # CPU time of this process only: meaningful without worker processes (theirs is not counted).
+        "input_images_per_cpu_second": max(cpu for _, cpu in full) if worker_count == 0 else None,
+    }
 
 
-def time_training(image_shape: tuple) -> float:
-    """Best of --repeats windows: images/s of one jitted simple_cnn training step (Adam 1e-3, cross-entropy)."""
+def time_training(image_shape: tuple) -> tuple:
+    """Best of --repeats windows: (images per wall second, per CPU second) of a jitted simple_cnn training step."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -134,39 +144,56 @@ def time_training(image_shape: tuple) -> float:
     for _ in range(3):
         params, opt_state, loss = train_step(params, opt_state, images, labels)
     loss.block_until_ready()
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(FLAGS.repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(FLAGS.train_steps):
             params, opt_state, loss = train_step(params, opt_state, images, labels)
         loss.block_until_ready()
-        rates.append(FLAGS.train_steps * FLAGS.global_batch / (time.perf_counter() - start))
-    return max(rates)
+        count = FLAGS.train_steps * FLAGS.global_batch
+        rates.append(count / (time.perf_counter() - start))
+        cpu_rates.append(count / (time.process_time() - cpu_start))
+    return max(rates), max(cpu_rates)
 
 
 def main(argv):
     del argv
-    results = {"command": "python -m experiments.benchmark_data " + " ".join(sys.argv[1:]), "machine": machine(), "rows": []}
+    import cnn.data
+
+    variables = ("CNN_DATA_DIR", "CNN_PREPARED_DIR", "JAX_NUM_CPU_DEVICES", "XLA_FLAGS")
+    environment = {k: os.environ[k] for k in variables if k in os.environ}
+    command = " ".join([*(f"{k}={v}" for k, v in environment.items()), "python -m experiments.benchmark_data", *sys.argv[1:]])
+    results = {"command": command, "machine": machine(), "rows": []}
     for name in FLAGS.datasets:
         source = make_source(name)
         chain_text = FLAGS.mnist_chain if name == "mnist" else FLAGS.synthetic_chain
-        train_rate = time_training(source.image_shape)
-        for worker_count in map(int, FLAGS.worker_counts):
+        train_rate, train_cpu_rate = time_training(source.image_shape)
+        configurations = [(source, worker_count, False) for worker_count in map(int, FLAGS.worker_counts)]
+        if FLAGS.in_memory:
+            configurations.append((cnn.data.in_memory(source), 0, True))
+        for reader, worker_count, held_in_memory in configurations:
             row = {"dataset": name, "image_shape": list(source.image_shape), "examples": len(source), "chain": chain_text,
-                   "global_batch": FLAGS.global_batch, "worker_count": worker_count,
-                   **time_input_path(source, chain_text, worker_count), "simple_cnn_train_images_per_second": train_rate}
+                   "global_batch": FLAGS.global_batch, "worker_count": worker_count, "in_memory": held_in_memory,
+                   **time_input_path(reader, chain_text, worker_count), "simple_cnn_train_images_per_second": train_rate,
+                   "simple_cnn_train_images_per_cpu_second": train_cpu_rate}
             row["ratio"] = row["input_images_per_second"] / train_rate
+            if row["input_images_per_cpu_second"]:
+                # How many times less CPU an image costs in the input path than in a training step.
+                row["cpu_cost_ratio"] = row["input_images_per_cpu_second"] / train_cpu_rate
             results["rows"].append(row)
-            print(f"{name} workers={worker_count}: {row['input_images_per_second']:,.0f} img/s", flush=True)
+            rate = row["input_images_per_second"]
+            print(f"{name} workers={worker_count} in_memory={held_in_memory}: {rate:,.0f} img/s", flush=True)
     results["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     header = (f"{'dataset':<10} {'shape':<10} {'chain':<24} {'workers':>7} {'input img/s':>12} {'host img/s':>11} "
-              f"{'train img/s':>12} {'ratio':>6}")
+              f"{'train img/s':>12} {'ratio':>6} {'cpu cost ratio':>14}")
     print(header)
     print("-" * len(header))
     for row in results["rows"]:
-        print(f"{row['dataset']:<10} {'x'.join(map(str, row['image_shape'])):<10} {row['chain']:<24} {row['worker_count']:>7} "
+        workers = f"{row['worker_count']}{' RAM' if row['in_memory'] else ''}"
+        print(f"{row['dataset']:<10} {'x'.join(map(str, row['image_shape'])):<10} {row['chain']:<24} {workers:>7} "
               f"{row['input_images_per_second']:>12,.0f} {row['host_images_per_second']:>11,.0f} "
-              f"{row['simple_cnn_train_images_per_second']:>12,.0f} {row['ratio']:>5.1f}x")
+              f"{row['simple_cnn_train_images_per_second']:>12,.0f} {row['ratio']:>5.1f}x "
+              f"{(format(row['cpu_cost_ratio'], '13.1f') + 'x') if 'cpu_cost_ratio' in row else '-':>14}")
     best = {}
     for row in results["rows"]:
         best[row["dataset"]] = max(best.get(row["dataset"], 0.0), row["ratio"])

@@ -1,0 +1,229 @@
+"""Random-access sources: ``source(name, split)`` prepares on first use and reads with ``tfds.data_source``.
+
+A source has ``len`` and indexing, ``source[i] -> {"image": uint8 [H, W, C], "label": int}``, plus
+``__getitems__`` (one batched read; grain and the pipeline use it). It pickles as a path, so grain's
+worker processes reopen it themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from typing import Optional, Sequence
+
+import numpy as np
+
+from cnn.data import catalog, raw_files
+from cnn.data.paths import DataError, PathLike, ensure_writable_dir, resolve_data_dir, resolve_prepared_dir
+from cnn.data.stats import channel_mean_std
+
+
+class Source:
+    """One split of a prepared tfds dataset (array_record), read by ``tfds.data_source``.
+
+    Attributes: ``name``, ``split``, ``path`` (the prepared version folder), ``image_shape`` (H, W, C),
+    ``num_classes``, ``class_names``, ``mean``/``std`` (float32 [C], pixel units 0..255, of the training
+    split; None when the preparer did not record them).
+    """
+
+    def __init__(self, path: PathLike, split: str, *, name: str, image_key: str = "image", label_key: str = "label"):
+        self.path, self.split, self.name = pathlib.Path(path), split, name
+        self.image_key, self.label_key = image_key, label_key
+        self._data = None
+        self._open()
+        features = self._info.features
+        for key in (image_key, label_key):
+            if key not in features:
+                raise DataError(f"{name}: no feature {key!r}; features: {', '.join(features.keys())}")
+        self.image_shape = tuple(features[image_key].shape)
+        self.num_classes = features[label_key].num_classes
+        self.class_names = list(features[label_key].names)
+        metadata_path = self.path / "metadata.json"
+        metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
+        self.metadata = metadata
+        self.mean = np.asarray(metadata["channel_mean"], np.float32) if "channel_mean" in metadata else None
+        self.std = np.asarray(metadata["channel_std"], np.float32) if "channel_std" in metadata else None
+
+    def _open(self) -> None:
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder_from_directory(os.fspath(self.path))
+        self._info = builder.info
+        try:
+            self._data = builder.as_data_source(split=self.split)
+        except (ValueError, KeyError, AssertionError) as error:
+            available = ", ".join(sorted(builder.info.splits.keys()))
+            raise DataError(
+                f"{self.name}: bad split {self.split!r} ({error}); splits: {available}; slicing as in tfds, "
+                f"e.g. 'train[:90%]', 'train[-5000:]', 'train+test'"
+            ) from None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_data"] = state["_info"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    @property
+    def _source(self):
+        if self._data is None:  # unpickled in a worker process
+            self._open()
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def _example(self, record: dict) -> dict:
+        return {"image": np.asarray(record[self.image_key]), "label": int(record[self.label_key])}
+
+    def __getitem__(self, index: int) -> dict:
+        length = len(self)
+        if not -length <= index < length:
+            raise IndexError(f"{self.name}[{self.split}] index {index} out of range for {length} examples")
+        return self._example(self._source[index % length])
+
+    def __getitems__(self, indices: Sequence[int]) -> list:
+        return [self._example(record) for record in self._source.__getitems__(list(indices))]
+
+    def __repr__(self) -> str:
+        return (
+            f"Source({self.name!r}, split={self.split!r}, examples={len(self)}, image_shape={self.image_shape}, "
+            f"path={str(self.path)!r})"
+        )
+
+
+class ArraySource:
+    """An in-memory source over arrays: images uint8 [N, H, W, C], labels int [N]. Same interface as Source."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, name: str = "arrays", num_classes: Optional[int] = None,
+                 class_names: Optional[Sequence[str]] = None, mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None):
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise ValueError(f"images: {images.dtype} {images.shape}; expected uint8 [N, H, W, C]")
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"labels shape {labels.shape}; expected ({len(images)},) to match the images")
+        self.images, self.labels, self.name, self.split = images, labels.astype(np.int64), name, "all"
+        self.image_shape = tuple(images.shape[1:])
+        self.num_classes = int(num_classes if num_classes is not None else labels.max(initial=-1) + 1)
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
+        data_mean, data_std = channel_mean_std(images) if mean is None or std is None else (mean, std)
+        self.mean = np.asarray(mean if mean is not None else data_mean, np.float32)
+        self.std = np.asarray(std if std is not None else data_std, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.images[index], "label": int(self.labels[index])}
+
+    def __getitems__(self, indices: Sequence[int]) -> list:
+        return [self[i] for i in indices]
+
+    def __repr__(self) -> str:
+        return f"ArraySource({self.name!r}, examples={len(self)}, image_shape={self.image_shape})"
+
+
+def in_memory(source, batch_size: int = 4096) -> ArraySource:
+    """The whole source read into RAM as an ArraySource (same examples, order, statistics and class count).
+
+    For splits that fit in memory (MNIST 47 MB, CIFAR 150 MB): reading then costs a copy instead of a
+    record lookup and decode, so one process feeds far more images per second.
+    """
+    images = np.zeros((len(source), *source.image_shape), np.uint8)
+    labels = np.zeros((len(source),), np.int64)
+    for start in range(0, len(source), batch_size):
+        for offset, example in enumerate(source.__getitems__(range(start, min(start + batch_size, len(source))))):
+            images[start + offset], labels[start + offset] = example["image"], example["label"]
+    return ArraySource(images, labels, name=f"{source.name}[{source.split}]", num_classes=source.num_classes,
+                       class_names=source.class_names, mean=source.mean, std=source.std)
+
+
+def _check_provenance(name: str, path: pathlib.Path) -> None:
+    """A prepared dataset must come from the raw files the registry accepts now (tests register fakes)."""
+    if name not in raw_files.RAW_FILES:
+        return
+    metadata_path = path / "metadata.json"
+    recorded = json.loads(metadata_path.read_text()).get("raw_files") if metadata_path.exists() else None
+    expected = {file.name: file.sha256 for file in raw_files.RAW_FILES[name].values()}
+    if recorded != expected:
+        raise DataError(
+            f"{name}: the prepared data in {path} was made from raw files with other checksums than the "
+            f"registered ones; delete that folder (it is prepared again) or use another prepared_dir"
+        )
+
+
+def prepare(builder) -> pathlib.Path:
+    """Runs ``builder.download_and_prepare`` unless done; returns the prepared version folder.
+
+    tfds writes into ``<version>.incomplete<random>`` and renames it when everything is written; on any
+    error that folder is removed, so a failed preparation leaves nothing that could be picked up later.
+    """
+    data_path = pathlib.Path(os.fspath(builder.data_path))
+    if (data_path / "dataset_info.json").exists():
+        return data_path
+    root = ensure_writable_dir(pathlib.Path(os.fspath(builder.data_dir_root)), f"the prepared {builder.name} files")
+    with tempfile.TemporaryDirectory(dir=root, prefix=".downloads-") as download_dir:
+        try:
+            builder.download_and_prepare(download_dir=download_dir)
+        except OSError as error:
+            if not (data_path / "dataset_info.json").exists():  # not a lost race with another preparer
+                raise DataError(f"{builder.name}: preparing {data_path} failed: {error}") from error
+    return data_path
+
+
+def _catalog_source(catalog_name: str, split: str, prepared_dir: pathlib.Path, image_key, label_key) -> Source:
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(catalog_name, data_dir=os.fspath(prepared_dir))
+    except Exception as error:  # DatasetNotFoundError and friends
+        raise DataError(f"{catalog.TFDS_PREFIX}{catalog_name}: {error}".splitlines()[0]) from error
+    path = pathlib.Path(os.fspath(builder.data_path))
+    if not (path / "dataset_info.json").exists():
+        raise DataError(
+            f"{catalog.TFDS_PREFIX}{catalog_name} is not prepared in {prepared_dir}; prepare it where TensorFlow is "
+            f"installed: tfds build {catalog_name} --file_format=array_record --data_dir={prepared_dir}"
+        )
+    supervised = builder.info.supervised_keys or ("image", "label")
+    return Source(path, split, name=catalog_name, image_key=image_key or supervised[0], label_key=label_key or supervised[1])
+
+
+def source(
+    name: str,
+    split: str,
+    *,
+    data_dir: Optional[PathLike] = None,
+    prepared_dir: Optional[PathLike] = None,
+    download: bool = True,
+    label_key: Optional[str] = None,
+    **options,
+):
+    """A random-access source of one split; prepares the dataset on first use.
+
+    Args:
+      name: one of ``cnn.data.names()`` or ``"tfds:<catalog name>"`` (already prepared in array_record).
+      split: a tfds split, slicing included: ``"train"``, ``"train[:90%]"``, ``"train[-5000:]"``, ``"test"``.
+      data_dir: raw files folder (``<data_dir>/<name>/<official file>``); default $CNN_DATA_DIR, else the cache.
+      prepared_dir: where array_record files are written; default $CNN_PREPARED_DIR, else the cache.
+      download: fetch absent raw files from the official address when online.
+      label_key: which label feature to serve as "label" (e.g. ``"coarse_label"`` for cifar100).
+      **options: dataset options (image_folder: folder, image_size, channels; synthetic: image_shape,
+        num_classes, num_train, num_test, seed).
+    """
+    prepared_root = resolve_prepared_dir(prepared_dir)
+    if name.startswith(catalog.TFDS_PREFIX):
+        if options:
+            raise DataError(f"{name} takes no options (got {', '.join(sorted(options))})")
+        return _catalog_source(name[len(catalog.TFDS_PREFIX):], split, prepared_root, None, label_key)
+    catalog.entry(name)  # unknown names fail before anything is touched
+    builder = catalog.make_builder(
+        name, data_dir=resolve_data_dir(data_dir), prepared_dir=prepared_root, download=download, options=options
+    )
+    path = prepare(builder)
+    _check_provenance(name, path)
+    return Source(path, split, name=name, label_key=label_key or "label")
