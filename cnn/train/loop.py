@@ -112,7 +112,19 @@ def _sources(config: Any):
     data = config.data
     options = dict(data.get("options", {}) or {})
     common = dict(data_dir=data.get("data_dir") or None, prepared_dir=data.get("prepared_dir") or None, **options)
-    return source(data.name, data.get("train_split", "train"), **common), source(data.name, data.get("test_split", "test"), **common)
+    splits = (data.get("train_split", "train"), data.get("test_split", "test"))
+    if jax.process_count() == 1:
+        return tuple(source(data.name, split, **common) for split in splits)
+    # Processes take turns: the first prepares the files (on a shared or its own disk), the others
+    # then find them ready, or prepare their own copy, never racing on one folder.
+    from jax.experimental import multihost_utils
+
+    opened = None
+    for turn in range(jax.process_count()):
+        if turn == jax.process_index():
+            opened = tuple(source(data.name, split, **common) for split in splits)
+        multihost_utils.sync_global_devices(f"cnn.data.prepare.{turn}")
+    return opened
 
 
 def _run_identity(config: Any, model_params: int, num_classes: int) -> dict:
@@ -193,6 +205,10 @@ def evaluate(config: Any, parallel: Parallel, state: Any, compiled_eval, test_so
 
 def train_and_evaluate(config: Any, workdir: Any) -> dict:
     """Trains ``config`` in ``workdir`` (resuming what is there) and returns the results dict."""
+    if config.get("distributed", False):
+        from cnn.train import distributed
+
+        distributed.initialize(int(config.get("distributed_timeout_seconds", 300)))
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if not os.access(workdir, os.W_OK):

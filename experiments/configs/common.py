@@ -10,6 +10,8 @@ import ml_collections
 def base(*, model: str, dataset: str, batch_size: int, epochs: float, learning_rate: float, optimizer: str = "sgd"):
     config = ml_collections.ConfigDict()
     config.parallel = "single"  # single | pmap | sharded
+    config.distributed = False  # join a multi-process run with jax.distributed.initialize() (see launch/)
+    config.distributed_timeout_seconds = 300
     config.force = False  # start over in a workdir that holds another experiment's checkpoints
 
     config.model = ml_collections.ConfigDict()
