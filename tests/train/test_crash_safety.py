@@ -1,0 +1,53 @@
+"""A run killed with SIGKILL (inside a step, during a checkpoint write, between epochs) and restarted
+ends bit-identical to an uninterrupted run."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+STEPS = 12  # the smoke data has 8 steps per epoch
+
+
+def run(workdir, point, prepared):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env.update(CNN_PREPARED_DIR=str(prepared), JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(HERE / "crash_run.py"), str(workdir), point, str(STEPS)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("crash")
+    done = run(tmp / "straight", "none", tmp / "prepared")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return tmp
+
+
+@pytest.mark.parametrize("point", ["in_step", "checkpoint", "epoch"])
+def test_killed_and_restarted_run_is_bit_identical(point, uninterrupted, saved_state):
+    workdir = uninterrupted / point
+    killed = run(workdir, point, uninterrupted / "prepared")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (workdir / "results.json").exists()
+    committed = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert all(step < STEPS for step in committed)  # an asynchronous write may not have committed yet
+    if point == "checkpoint":
+        assert committed[-1] == 3  # step 6's files were written but never committed
+    if point == "epoch":
+        assert committed and committed[-1] in (3, 6)  # step 8 ended the epoch; its checkpoint was not due
+    restarted = run(workdir, "none", uninterrupted / "prepared")
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["resumed_from_step"] == (committed[-1] if committed else 0)
+    a, b = saved_state(uninterrupted / "straight", STEPS), saved_state(workdir, STEPS)
+    assert int(b["step"]) == STEPS
+    jax.tree.map(np.testing.assert_array_equal, a, b)
