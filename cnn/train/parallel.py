@@ -106,6 +106,8 @@ class Parallel:
             return state
         if self.per_device_batch_norm:
             state = self.sync_batch_stats(state)
+        if jax.process_count() > 1:  # host-local arrays cannot be saved as global ones: hand over numpy
+            return jax.tree.map(lambda x: np.asarray(jax.device_get(x[0])), state)
         return jax.tree.map(lambda x: x[0], state)
 
     def sync_batch_stats(self, state: Any) -> Any:
