@@ -152,7 +152,10 @@ def train_dataset(
     per_process = _per_process_batch(global_batch, process_count)
     steps = steps_per_epoch(len(source), global_batch)
     if steps == 0:
-        raise ValueError(f"global_batch={global_batch} is larger than the {len(source)} examples of {source!r}")
+        raise ValueError(
+            f"global_batch={global_batch} is larger than the {len(source)} examples of {source!r}; "
+            f"use a batch of at most {len(source)}"
+        )
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed={seed!r}; expected a non-negative integer")
     if num_epochs is not None and num_epochs < 1:

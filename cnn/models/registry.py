@@ -74,7 +74,27 @@ def create(name: str, *, num_classes: int, **overrides: Any) -> nn.Module:
         unknown = sorted(set(overrides) - set(fields))
         if unknown:
             raise ValueError(f"model {name!r} has no field {', '.join(map(repr, unknown))}; its fields: {', '.join(fields)}")
+        _check_types(name, model_entry.factory, overrides)
     return model_entry.factory(num_classes=num_classes, **overrides)
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def _check_types(name: str, factory: Callable[..., nn.Module], overrides: Dict[str, Any]) -> None:
+    """A ValueError naming the field when an override's type differs from its default's (int, float, str, bool, tuple)."""
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    defaults = {f.name: f.default for f in dataclasses.fields(target)}
+    defaults.update(factory.keywords if isinstance(factory, functools.partial) else {})
+    accepts = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (tuple, list), list: (tuple, list)}
+    for field, value in overrides.items():
+        kind = type(defaults.get(field))
+        if kind in accepts and (not isinstance(value, accepts[kind]) or (isinstance(value, bool) and kind is not bool)):
+            raise ValueError(
+                f"model {name!r}: {field}={value!r} is {_a(type(value).__name__)}; expected {_a(kind.__name__)} "
+                f"like its default {defaults[field]!r}"
+            )
 
 
 def input_shape(name: str) -> Tuple[int, ...]:

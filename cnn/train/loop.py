@@ -99,6 +99,9 @@ def make_preprocess(augment: str, *, num_classes: int, mean, std, training: bool
 def build_model(config: Any, num_classes: int, parallel: Parallel):
     """The model named by ``config.model.name`` with the compute dtype and, if it has BatchNorm, the pmap axis."""
     overrides = dict(config.model.get("overrides", {}) or {})
+    if "num_classes" in overrides:
+        raise ValueError(f"model.overrides.num_classes={overrides['num_classes']!r}: the class count comes from the "
+                         f"dataset ({num_classes} classes); remove the override")
     overrides.setdefault("dtype", _dtype(config.training.get("dtype", "float32")))
     model = cnn.models.create(config.model.name, num_classes=num_classes, **overrides)
     if parallel.model_axis_name and hasattr(model, "axis_name"):
@@ -143,6 +146,15 @@ def _checkpointer(workdir: pathlib.Path, training: Any) -> Checkpointer:
         best_metric=training.get("best_metric", "test_top1") or None,
         best_mode=training.get("best_mode", "max"),
         asynchronous=bool(training.get("async_checkpoints", True)),
+    )
+
+
+def _unreadable_checkpoints(checkpointer: Checkpointer) -> RunError:
+    steps = ", ".join(map(str, checkpointer.steps()))
+    return RunError(
+        f"no checkpoint in {checkpointer.directory} can be restored (step {steps}: corrupt or partial, see the warnings "
+        f"above) and there is no earlier one; nothing was changed. Restore them from a copy, or use --force to set "
+        f"them aside and start over"
     )
 
 
@@ -217,15 +229,22 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
     parallel = Parallel(config.get("parallel", "single"), per_device_batch_norm=bool(training.get("per_device_batch_norm", False)))
     global_batch = training.batch_size
     parallel.check_batch(global_batch)
+    parallel.check_batch(training.get("eval_batch_size") or global_batch, "training.eval_batch_size")
 
     train_source, test_source = _sources(config)
     num_classes = train_source.num_classes
     steps_per_epoch = max(len(train_source) // global_batch, 1)
     total_steps = int(training.get("steps") or 0) or int(training.epochs * steps_per_epoch)
+    if total_steps < 1:
+        raise ValueError(f"training.steps={training.get('steps')!r} and training.epochs={training.epochs!r} make "
+                         f"{total_steps} steps; set training.steps > 0, or training.steps=0 and training.epochs > 0")
     model = build_model(config, num_classes, parallel)
     tx, learning_rate = optim.build(config.optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps, global_batch=global_batch)
 
     dtype_name = training.get("dtype", "float32")
+    if config.data.get("normalize", "dataset") not in ("dataset", "none"):
+        raise ValueError(f"data.normalize={config.data.normalize!r}; expected 'dataset' (per-channel mean/std of the "
+                         f"training split) or 'none' (x / 255)")
     mean, std = (train_source.mean, train_source.std) if config.data.get("normalize", "dataset") == "dataset" else (None, None)
     augment = config.data.get("augment", "") or ""
     options = StepOptions(
@@ -249,9 +268,13 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
 
     checkpointer = _checkpointer(workdir, training)
     stored_identity = checkpointer.latest_meta()
+    if stored_identity is None and checkpointer.steps():  # checkpoints there but none readable: never train over them
+        stored_identity = {}  # refused below unless --force, as another experiment's are
     if stored_identity is not None and {k: stored_identity.get(k) for k in identity} != identity:
         checkpointer.close()
         if not config.get("force", False):
+            if not stored_identity:
+                raise _unreadable_checkpoints(checkpointer)
             stored = {k: stored_identity.get(k) for k in identity}
             raise RunError(
                 f"workdir {workdir} holds checkpoints of another experiment ({stored}); this run is {identity}. "
@@ -272,6 +295,12 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
         prefetch=int(config.data.get("prefetch", 2)),
     )
     restored = checkpointer.restore(parallel.abstract_state(state_shapes)) if stored_identity is not None else None
+    if stored_identity is not None and restored is None:  # identity readable, no state restorable
+        checkpointer.close()
+        if not config.get("force", False):
+            raise _unreadable_checkpoints(checkpointer)
+        _set_aside(workdir)
+        checkpointer = _checkpointer(workdir, training)
     if restored is not None:
         state = parallel.place(restored.state)
         if restored.data_state:
