@@ -69,7 +69,7 @@ def receptive_field(
     key = jax.random.key(seed)
     x0 = jnp.zeros((1, *input_shape), jnp.float32)
     if variables is None:
-        variables = model.init({"params": key, "dropout": key}, x0, train=False)
+        variables = jax.jit(lambda x: model.init({"params": key, "dropout": key}, x, train=False))(x0)
     target = None if layer is None else tuple(layer.split("/"))
 
     def unit_output(v, x):

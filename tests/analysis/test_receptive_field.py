@@ -47,7 +47,7 @@ def test_1d_and_3d_inputs():
 
 
 def test_resnet_stage_from_a_layer_path():
-    model = cnn.models.create("resnet18", num_classes=10)
+    model = cnn.models.create("resnet18", num_classes=10, widths=(8, 8, 8, 8), stem_width=8)  # narrow: same field
     # stem 7x7/2 -> 7; max pool 3x3/2 -> 11; two 3x3 convs at stride 4 -> 27
     assert receptive_field(model, (64, 64, 3), layer="stage1_block1").size == (27, 27)
     # Zero-initialised residual scales do not hide the branch: weights are redrawn.
@@ -59,7 +59,7 @@ def test_given_zero_init_weights_show_only_the_shortcut_path():
     import jax
     import jax.numpy as jnp
 
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(jnp.zeros((1, 32, 32, 3)))
     architectural = receptive_field(model, (32, 32, 3), layer="stage1_block1")
     at_init = receptive_field(model, (32, 32, 3), layer="stage1_block1", variables=variables, weights="given")
     assert architectural.size == (7, 7)

@@ -7,21 +7,22 @@ import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 
 import jax
 import numpy as np
 import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
+COMPILE_CACHE = {  # the session's XLA compile cache (tests/conftest.py), shared with subprocesses
+    "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), f"cnn-tests-xla-cache-{os.getuid()}"),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
+}
 ROOT = HERE.parents[1]
 STEPS = 12  # the smoke data has 8 steps per epoch
 
 
-def run(workdir, point, prepared):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    env.update(CNN_PREPARED_DIR=str(prepared), JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(HERE / "crash_run.py"), str(workdir), point, str(STEPS)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
 
 
 @pytest.fixture(scope="module")

@@ -5,28 +5,29 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import jax
 import numpy as np
 import pytest
 
 
+COMPILE_CACHE = {  # the session's XLA compile cache (tests/conftest.py), shared with subprocesses
+    "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), f"cnn-tests-xla-cache-{os.getuid()}"),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
+}
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "experiments" / "configs" / "cifar10_resnet20.py"
 STEPS = 20  # 2.5 epochs of the smoke data (64 examples, global batch 8): crosses epoch boundaries
 
 
-def train_command(workdir, steps=STEPS, distributed=False):
-    return [
-        sys.executable, "-m", "experiments.train", f"--config={CONFIG}:smoke", f"--workdir={workdir}",
-        "--config.parallel=sharded", f"--config.training.steps={steps}", "--config.training.checkpoint_every_steps=10",
-        "--config.training.eval_every_steps=10", f"--config.distributed={distributed}",
-    ]
+
 
 
 def environment(tmp_path, devices):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update(CNN_PREPARED_DIR=str(tmp_path / "prepared"), JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices))
+    env.update(COMPILE_CACHE)
     return env
 
 

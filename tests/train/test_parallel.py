@@ -65,7 +65,7 @@ def test_modes_match_single_device(mode, single_run):
             lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), getattr(state, name), getattr(reference, name)
         )
     # The parameters moved: equality is not two untouched initialisations.
-    init = jax.device_get(tiny_resnet().init(jax.random.split(jax.random.PRNGKey(0))[0], np.zeros((1, *SHAPE)), train=False))
+    init = jax.device_get(jax.jit(lambda x: tiny_resnet().init(jax.random.split(jax.random.PRNGKey(0))[0], x, train=False))(np.zeros((1, *SHAPE))))
     assert not np.allclose(state.params["stem"]["conv"]["kernel"], init["params"]["stem"]["conv"]["kernel"])
 
 
@@ -73,13 +73,14 @@ def test_per_device_batch_norm_keeps_each_slice_statistics():
     data = batches(1)
     state, _ = train("pmap", data, per_device_batch_norm=True, keep_replicas=True)
     model = tiny_resnet()
-    variables = model.init(jax.random.split(jax.random.PRNGKey(0))[0], np.zeros((1, *SHAPE)), train=False)
+    variables = jax.jit(lambda x: model.init(jax.random.split(jax.random.PRNGKey(0))[0], x, train=False))(np.zeros((1, *SHAPE)))
     images = np.asarray(data[0]["image"], np.float32) / 255.0
     devices = jax.local_device_count()
     slices = np.split(images, devices)
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
     means = []
     for index, part in enumerate(slices):
-        _, updated = model.apply(variables, part, train=True, mutable=["batch_stats"])
+        _, updated = forward(variables, part)
         expected = updated["batch_stats"]["stem"]["norm"]["mean"]
         np.testing.assert_allclose(state.batch_stats["stem"]["norm"]["mean"][index], expected, rtol=1e-5, atol=1e-7)
         means.append(expected)

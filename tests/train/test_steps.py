@@ -30,7 +30,8 @@ def test_top_k():
 
 def make_state(dtype=jnp.float32, **kwargs):
     model = cnn.models.create("simple_cnn", num_classes=10, dtype=dtype)
-    return create_train_state(model, optax.sgd(0.05), jax.random.PRNGKey(0), (28, 28, 1), **kwargs)
+    init = functools.partial(create_train_state, model, optax.sgd(0.05), input_shape=(28, 28, 1), **kwargs)
+    return jax.jit(init)(jax.random.PRNGKey(0))
 
 
 def batch(size=8, seed=0):
