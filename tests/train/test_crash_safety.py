@@ -22,7 +22,12 @@ ROOT = HERE.parents[1]
 STEPS = 12  # the smoke data has 8 steps per epoch
 
 
-
+def run(workdir, point, prepared):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env.update(CNN_PREPARED_DIR=str(prepared), JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env.update(COMPILE_CACHE)
+    return subprocess.run([sys.executable, str(HERE / "crash_run.py"), str(workdir), point, str(STEPS)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

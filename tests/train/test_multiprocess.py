@@ -11,7 +11,6 @@ import jax
 import numpy as np
 import pytest
 
-
 COMPILE_CACHE = {  # the session's XLA compile cache (tests/conftest.py), shared with subprocesses
     "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), f"cnn-tests-xla-cache-{os.getuid()}"),
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
@@ -21,7 +20,12 @@ CONFIG = ROOT / "experiments" / "configs" / "cifar10_resnet20.py"
 STEPS = 20  # 2.5 epochs of the smoke data (64 examples, global batch 8): crosses epoch boundaries
 
 
-
+def train_command(workdir, steps=STEPS, distributed=False):
+    return [
+        sys.executable, "-m", "experiments.train", f"--config={CONFIG}:smoke", f"--workdir={workdir}",
+        "--config.parallel=sharded", f"--config.training.steps={steps}", "--config.training.checkpoint_every_steps=10",
+        "--config.training.eval_every_steps=10", f"--config.distributed={distributed}",
+    ]
 
 
 def environment(tmp_path, devices):
