@@ -26,18 +26,14 @@ import numpy as np
 
 import cnn.models
 from cnn.train import optim
-from cnn.train.checkpoint import Checkpointer
 from cnn.train.parallel import Parallel
 from cnn.train.state import create_train_state
 from cnn.train.steps import StepOptions, eval_step, summarise, train_step
+from cnn.train.workdir import RunError, checkpointer_for, set_aside, unreadable_checkpoints, write_json_atomically
 from cnn.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-class RunError(RuntimeError):
-    """A run cannot go on (bad workdir, non-finite loss, ...); the message says why and what to do."""
 
 
 class Preempted(RuntimeError):
@@ -139,44 +135,6 @@ def _run_identity(config: Any, model_params: int, num_classes: int) -> dict:
     }
 
 
-def _checkpointer(workdir: pathlib.Path, training: Any) -> Checkpointer:
-    return Checkpointer(
-        workdir / "checkpoints",
-        keep=int(training.get("keep_checkpoints", 3)),
-        best_metric=training.get("best_metric", "test_top1") or None,
-        best_mode=training.get("best_mode", "max"),
-        asynchronous=bool(training.get("async_checkpoints", True)),
-    )
-
-
-def _unreadable_checkpoints(checkpointer: Checkpointer) -> RunError:
-    steps = ", ".join(map(str, checkpointer.steps()))
-    return RunError(
-        f"no checkpoint in {checkpointer.directory} can be restored (step {steps}: corrupt or partial, see the warnings "
-        f"above) and there is no earlier one; nothing was changed. Restore them from a copy, or use --force to set "
-        f"them aside and start over"
-    )
-
-
-def _set_aside(workdir: pathlib.Path) -> pathlib.Path:
-    """--force: moves another experiment's checkpoints and logs to ``replaced-<time>/`` (nothing is deleted)."""
-    aside = workdir / time.strftime("replaced-%Y%m%d-%H%M%S")
-    aside.mkdir()
-    for name in ("checkpoints", "metrics.jsonl", "results.json"):
-        if (workdir / name).exists():
-            os.replace(workdir / name, aside / name)
-    for events in workdir.glob("events.out.tfevents.*"):
-        os.replace(events, aside / events.name)
-    log.warning("--force: moved the previous experiment's files to %s", aside)
-    return aside
-
-
-def _write_json_atomically(path: pathlib.Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 @dataclasses.dataclass
 class _Window:
     """Per-step metrics still on the device, summed when the host needs them."""
@@ -266,7 +224,7 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
     param_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state_shapes.params))
     identity = _run_identity(config, param_count, num_classes)
 
-    checkpointer = _checkpointer(workdir, training)
+    checkpointer = checkpointer_for(workdir, training)
     stored_identity = checkpointer.latest_meta()
     if stored_identity is None and checkpointer.steps():  # checkpoints there but none readable: never train over them
         stored_identity = {}  # refused below unless --force, as another experiment's are
@@ -274,14 +232,14 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
         checkpointer.close()
         if not config.get("force", False):
             if not stored_identity:
-                raise _unreadable_checkpoints(checkpointer)
+                raise unreadable_checkpoints(checkpointer)
             stored = {k: stored_identity.get(k) for k in identity}
             raise RunError(
                 f"workdir {workdir} holds checkpoints of another experiment ({stored}); this run is {identity}. "
                 f"Use another --workdir, or --force to start over there"
             )
-        _set_aside(workdir)
-        checkpointer, stored_identity = _checkpointer(workdir, training), None
+        set_aside(workdir)
+        checkpointer, stored_identity = checkpointer_for(workdir, training), None
 
     results_path = workdir / "results.json"
     if stored_identity is not None and results_path.exists() and max(checkpointer.steps()) >= total_steps:
@@ -298,9 +256,9 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
     if stored_identity is not None and restored is None:  # identity readable, no state restorable
         checkpointer.close()
         if not config.get("force", False):
-            raise _unreadable_checkpoints(checkpointer)
-        _set_aside(workdir)
-        checkpointer = _checkpointer(workdir, training)
+            raise unreadable_checkpoints(checkpointer)
+        set_aside(workdir)
+        checkpointer = checkpointer_for(workdir, training)
     if restored is not None:
         state = parallel.place(restored.state)
         if restored.data_state:
@@ -400,5 +358,5 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
         "dtype": dtype_name,
     }
     if jax.process_index() == 0:
-        _write_json_atomically(results_path, results)
+        write_json_atomically(results_path, results)
     return results
