@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from cnn.layers.conv import native_convolutions
+
 
 @dataclasses.dataclass(frozen=True)
 class LayerRow:
@@ -108,7 +110,8 @@ def forward_flops(model: nn.Module, variables: Any, x: Any, count_padding: bool 
         def apply(v, x):
             with nn.intercept_methods(_conv_with_explicit_padding):
                 return model.apply(v, x, train=False)
-    lowered = jax.jit(apply).lower(variables, x)
+    with native_convolutions():  # XLA's count of the convolution itself, not of a backend's formulation of it
+        lowered = jax.jit(apply).lower(variables, x)
     analysis = lowered.cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older JAX returned one dict per computation
         analysis = analysis[0]

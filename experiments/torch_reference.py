@@ -1,0 +1,180 @@
+"""The zoo's networks rebuilt from ``torch.nn`` primitives, as PyTorch baselines for the benchmark.
+
+Each builder returns the same architecture as ``cnn.models.create(name)`` (layers, widths, strides,
+parameter count; ``benchmark.py`` checks the count), in PyTorch's NCHW layout. torchvision is not
+needed. Adding a family is a builder function and one ``REFERENCES`` entry per name::
+
+    model = build("resnet18_cifar", num_classes=10)   # torch.nn.Module
+    optimizer = make_optimizer(model, "sgd")
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Dict, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+# --- small networks (cnn/models/simple.py) -------------------------------------------------------
+def simple_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """The seed's Keras MNIST network: conv32-pool-conv64-pool-dense128-dense."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, num_classes),
+    )
+
+
+def lenet5(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """LeNet-5 with ReLU and max pooling, 28x28 input padded by 2."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes),
+    )
+
+
+# --- ResNets (cnn/models/resnet.py) ---------------------------------------------------------------
+def _conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, bias=False), nn.BatchNorm2d(out_channels)
+    )
+
+
+class _ZeroPadShortcut(nn.Module):
+    """Option A (He et al. 2016): subsample, then pad channels with zeros on both sides."""
+
+    def __init__(self, out_channels: int, stride: int):
+        super().__init__()
+        self.out_channels, self.stride = out_channels, stride
+
+    def forward(self, x):
+        x = x[:, :, :: self.stride, :: self.stride]
+        extra = self.out_channels - x.shape[1]
+        return F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_channels: int, planes: int, stride: int, shortcut: str):
+        super().__init__()
+        self.conv1, self.conv2 = _conv_bn(in_channels, planes, 3, stride), _conv_bn(planes, planes, 3)
+        self.shortcut = _shortcut(in_channels, planes * self.expansion, stride, shortcut)
+
+    def forward(self, x):
+        return F.relu(self.conv2(F.relu(self.conv1(x))) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """ResNet v1.5: the stride on the 3x3 conv, as torchvision."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, planes: int, stride: int, shortcut: str):
+        super().__init__()
+        self.conv1, self.conv2 = _conv_bn(in_channels, planes, 1), _conv_bn(planes, planes, 3, stride)
+        self.conv3 = _conv_bn(planes, planes * 4, 1)
+        self.shortcut = _shortcut(in_channels, planes * self.expansion, stride, shortcut)
+
+    def forward(self, x):
+        y = F.relu(self.conv2(F.relu(self.conv1(x))))
+        return F.relu(self.conv3(y) + self.shortcut(x))
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int, kind: str) -> nn.Module:
+    if in_channels == out_channels and stride == 1:
+        return nn.Identity()
+    return _conv_bn(in_channels, out_channels, 1, stride) if kind == "projection" else _ZeroPadShortcut(out_channels, stride)
+
+
+class ResNet(nn.Module):
+    def __init__(self, block, stage_sizes: Sequence[int], num_classes: int, widths=(64, 128, 256, 512),
+                 stem: str = "imagenet", stem_width: int = 64, shortcut: str = "projection", in_channels: int = 3):
+        super().__init__()
+        if stem == "imagenet":
+            layers = [nn.Conv2d(in_channels, stem_width, 7, 2, 3, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU(),
+                      nn.MaxPool2d(3, 2, 1)]
+        else:
+            layers = [nn.Conv2d(in_channels, stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU()]
+        channels = stem_width
+        for stage, (blocks, width) in enumerate(zip(stage_sizes, widths)):
+            for index in range(blocks):
+                layers.append(block(channels, width, 2 if stage > 0 and index == 0 else 1, shortcut))
+                channels = width * block.expansion
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+# --- VGG (cnn/models/vgg.py) -------------------------------------------------------------------------
+VGG_LAYERS = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
+
+
+def vgg(depth: int, num_classes: int, batch_norm: bool = False, cifar: bool = False, in_channels: int = 3) -> nn.Module:
+    layers, channels = [], in_channels
+    for item in VGG_LAYERS[depth]:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2))
+            continue
+        layers += [nn.Conv2d(channels, item, 3, padding=1)] + ([nn.BatchNorm2d(item)] if batch_norm else []) + [nn.ReLU()]
+        channels = item
+    if cifar:  # global pool, one dense layer
+        head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
+    else:
+        head = [nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(channels * 49, 4096), nn.ReLU(), nn.Dropout(0.5),
+                nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, num_classes)]
+    return nn.Sequential(*layers, *head)
+
+
+# --- registry ------------------------------------------------------------------------------------------
+REFERENCES: Dict[str, Callable[..., nn.Module]] = {"simple_cnn": simple_cnn, "lenet5": lenet5}
+for _name, _sizes, _block in (("resnet18", (2, 2, 2, 2), BasicBlock), ("resnet34", (3, 4, 6, 3), BasicBlock),
+                              ("resnet50", (3, 4, 6, 3), Bottleneck), ("resnet101", (3, 4, 23, 3), Bottleneck),
+                              ("resnet152", (3, 8, 36, 3), Bottleneck)):
+    REFERENCES[_name] = functools.partial(ResNet, _block, _sizes)
+REFERENCES["resnet18_cifar"] = functools.partial(ResNet, BasicBlock, (2, 2, 2, 2), stem="cifar")
+REFERENCES["resnet50_cifar"] = functools.partial(ResNet, Bottleneck, (3, 4, 6, 3), stem="cifar")
+for _depth in (20, 32, 44, 56, 110):
+    _n = (_depth - 2) // 6
+    REFERENCES[f"resnet{_depth}_cifar"] = functools.partial(
+        ResNet, BasicBlock, (_n, _n, _n), widths=(16, 32, 64), stem="cifar", stem_width=16, shortcut="zero_pad"
+    )
+for _depth in VGG_LAYERS:
+    REFERENCES[f"vgg{_depth}"] = functools.partial(vgg, _depth)
+    REFERENCES[f"vgg{_depth}_bn"] = functools.partial(vgg, _depth, batch_norm=True)
+REFERENCES["vgg16_cifar"] = functools.partial(vgg, 16, batch_norm=True, cifar=True)
+
+
+def names():
+    return sorted(REFERENCES)
+
+
+def build(name: str, *, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """The PyTorch twin of ``cnn.models.create(name, num_classes=...)``."""
+    if name not in REFERENCES:
+        raise ValueError(f"no PyTorch reference for model {name!r}; references exist for: {', '.join(names())}")
+    return REFERENCES[name](num_classes=num_classes, in_channels=in_channels)
+
+
+def make_optimizer(model: nn.Module, name: str, learning_rate: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """``adam`` (torch's defaults: betas 0.9/0.999, eps 1e-8, as optax) or ``sgd`` with momentum."""
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=learning_rate)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
+    raise ValueError(f"optimizer {name!r}; expected 'adam' or 'sgd'")
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
