@@ -36,3 +36,51 @@ __all__ = [
     "to_tuple",
     "zero_pad_shortcut",
 ]
+
+# Model zoo II blocks (issue 7).
+from cnn.layers.activations import gelu_exact, hard_sigmoid, hard_swish, relu6, swish
+from cnn.layers.ceil_pool import ceil_mode_padding, max_pool_ceil
+from cnn.layers.convnext import ConvNeXtBlock, ConvNeXtDownsample
+from cnn.layers.densenet import DenseBlock, DenseLayer, Transition
+from cnn.layers.depthwise import DEPTHWISE_IMPLS, conv_module, depthwise_conv_general_dilated
+from cnn.layers.drop_path import DropPath
+from cnn.layers.fire import Fire
+from cnn.layers.inception import InceptionAux, InceptionModule
+from cnn.layers.inception_v3 import InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV3Aux
+from cnn.layers.mbconv import InvertedResidual, SqueezeExcite, make_divisible
+from cnn.layers.vit import EncoderBlock, Mlp, PatchEmbedding, SelfAttention
+
+__all__ += [
+    "ConvNeXtBlock",
+    "ConvNeXtDownsample",
+    "DEPTHWISE_IMPLS",
+    "DenseBlock",
+    "DenseLayer",
+    "DropPath",
+    "EncoderBlock",
+    "Fire",
+    "InceptionA",
+    "InceptionAux",
+    "InceptionB",
+    "InceptionC",
+    "InceptionD",
+    "InceptionE",
+    "InceptionModule",
+    "InceptionV3Aux",
+    "InvertedResidual",
+    "Mlp",
+    "PatchEmbedding",
+    "SelfAttention",
+    "SqueezeExcite",
+    "Transition",
+    "ceil_mode_padding",
+    "conv_module",
+    "depthwise_conv_general_dilated",
+    "gelu_exact",
+    "hard_sigmoid",
+    "hard_swish",
+    "make_divisible",
+    "max_pool_ceil",
+    "relu6",
+    "swish",
+]

@@ -83,6 +83,11 @@ def native_convolutions():
         _NATIVE_ONLY.reset(token)
 
 
+def native_only() -> bool:
+    """Whether the code being traced is inside ``native_convolutions()``."""
+    return _NATIVE_ONLY.get()
+
+
 def _channels_last_specs(rank: int):
     spatial = "DHW"[-rank:] if rank <= 3 else None
     return None if spatial is None else ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")

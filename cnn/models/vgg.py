@@ -66,3 +66,11 @@ class VGG(nn.Module):
 for depth, layers in VGG_LAYERS.items():
     register(f"vgg{depth}", functools.partial(VGG, layers=layers))
     register(f"vgg{depth}_bn", functools.partial(VGG, layers=layers, batch_norm=True))
+
+# kuangliu/pytorch-cifar VGG16: conv(bias)-BN-ReLU stacks, five pools take 32x32 to 1x1, one dense layer.
+register(
+    "vgg16_cifar",
+    functools.partial(VGG, layers=VGG_LAYERS[16], batch_norm=True, pool_size=None, hidden=(), drop_rate=0.0),
+    input_shape=(32, 32, 3),
+    default_num_classes=10,
+)

@@ -19,6 +19,8 @@ def test_flops_match_published_multiply_adds(name):
     assert abs(ratio - 1) < 0.05, f"{name}: {result.flops / 2e9:.3f} G mult-adds vs {PUBLISHED_MULT_ADDS[name]} G"
     # XLA's own count skips taps on zero padding, so it can only be smaller.
     assert result.flops_without_padding < result.flops
+    # The conv and dense multiply-adds alone equal the published figure at its printed precision.
+    assert round(result.macs / 1e9, 2) == PUBLISHED_MULT_ADDS[name]
 
 
 def test_conv_flops_are_exact():
@@ -31,8 +33,22 @@ def test_conv_flops_are_exact():
     # 8x8 outputs x 8 channels x (3*3*3) taps x 2.
     assert result.flops == pytest.approx(8 * 8 * 8 * 27 * 2, abs=4)  # (+1 for the padding constant)
     assert result.params == 8 * 27
+    assert result.macs == 8 * 8 * 8 * 27
     # Without padding taps: rows/cols 0 of the output lose one kernel row/col each.
     assert result.flops_without_padding == (8 * 3 - 1) ** 2 * 8 * 3 * 2
+
+
+def test_multiply_adds_count_matrix_products_and_grouped_convs():
+    class Mixed(nn.Module):
+        @nn.compact
+        def __call__(self, x, train):
+            x = nn.Conv(6, (3, 3), feature_group_count=3, padding="SAME")(x)  # 2 input channels per group
+            x = x.reshape(x.shape[0], -1, 6)  # [N, 64, 6]
+            attention = jnp.einsum("nqc,nkc->nqk", x, x)  # a batched matrix product
+            return nn.Dense(4)(attention.reshape(x.shape[0], -1))
+
+    result = summary(Mixed(), (8, 8, 6))
+    assert result.macs == 8 * 8 * 6 * 9 * 2 + 64 * 64 * 6 + 64 * 64 * 4
 
 
 def test_flops_are_per_example():

@@ -1,0 +1,67 @@
+"""ConvNeXt (Liu et al. 2022), torchvision layout: 4x4/4 patchify stem + LayerNorm, four stages of
+ConvNeXt blocks with LayerNorm + 2x2/2 conv downsampling between them, global pool, LayerNorm, fc."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from cnn.layers.convnext import ConvNeXtBlock, ConvNeXtDownsample, convnext_init
+from cnn.layers.depthwise import conv_module
+from cnn.layers.pooling import global_avg_pool
+from cnn.models.registry import register
+
+Dtype = Any
+
+
+class ConvNeXt(nn.Module):
+    """Attributes:
+      depths, widths: blocks and channels of each stage (Tiny: ``(3, 3, 9, 3)``, ``(96, 192, 384, 768)``).
+      drop_path_rate: stochastic depth of the last block; block ``i`` of ``n`` gets ``rate * i / (n - 1)``.
+      layer_scale_init: initial layer-scale value (``None`` removes layer scale).
+      drop_rate: dropout before the classifier (torchvision has none; 0 by default).
+      depthwise_impl: formulation of the 7x7 depthwise convs (``cnn.layers.depthwise``; ``"auto"``,
+        ``"xla"`` or ``"shifted"``).
+      axis_name: unused (no BatchNorm); kept so every zoo model has the same fields.
+    """
+
+    depths: Sequence[int] = (3, 3, 9, 3)
+    widths: Sequence[int] = (96, 192, 384, 768)
+    num_classes: int = 1000
+    drop_path_rate: float = 0.1
+    layer_scale_init: Optional[float] = 1e-6
+    drop_rate: float = 0.0
+    depthwise_impl: str = "auto"
+    axis_name: Optional[str] = None
+    dtype: Optional[Dtype] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if len(self.depths) != len(self.widths):
+            raise ValueError(f"depths={tuple(self.depths)} and widths={tuple(self.widths)} differ in length")
+        conv = conv_module(self.depthwise_impl)
+        x = nn.Conv(self.widths[0], (4, 4), strides=(4, 4), padding="VALID", kernel_init=convnext_init,
+                    dtype=self.dtype, param_dtype=jnp.float32, name="stem")(x)
+        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="stem_norm")(x)
+        total, index = sum(self.depths), 0
+        for stage, (depth, width) in enumerate(zip(self.depths, self.widths)):
+            if stage > 0:
+                x = ConvNeXtDownsample(width, dtype=self.dtype, name=f"downsample{stage}")(x, train)
+            for block in range(depth):
+                rate = self.drop_path_rate * index / max(total - 1, 1)
+                x = ConvNeXtBlock(layer_scale_init=self.layer_scale_init, drop_path_rate=rate, conv=conv,
+                                  dtype=self.dtype, name=f"stage{stage + 1}_block{block + 1}")(x, train)
+                index += 1
+        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="head_norm")(global_avg_pool(x))
+        if self.num_classes == 0:
+            return x
+        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, kernel_init=convnext_init, dtype=self.dtype, name="fc")(x)
+
+
+register("convnext_tiny", functools.partial(ConvNeXt, depths=(3, 3, 9, 3), drop_path_rate=0.1))
+register("convnext_small", functools.partial(ConvNeXt, depths=(3, 3, 27, 3), drop_path_rate=0.4))
