@@ -37,6 +37,8 @@ def parse_args(argv):
     parser.add_argument("--models", default="simple_cnn", help="comma-separated registry names")
     parser.add_argument("--batch-sizes", default="128", help="comma-separated global batch sizes")
     parser.add_argument("--parallel", default="single", help="comma-separated modes: single, pmap, sharded")
+    parser.add_argument("--image-size", type=int, default=0,
+                        help="height and width of the inputs (0: each model's usual input, cnn.models.input_shape)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
     parser.add_argument("--optimizer", default="auto", choices=("auto", "adam", "sgd"))
     parser.add_argument("--learning-rate", type=float, default=None)
@@ -49,11 +51,13 @@ def parse_args(argv):
     parser.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts")
     parser.add_argument("--compiler-option", action="append", default=[], metavar="KEY=VALUE",
                         help="XLA option for compiling our step, repeatable")
+    parser.add_argument("--library-options", default="on", choices=("on", "off"),
+                        help="off: compile our step without the library's own XLA CPU options (cnn.train.parallel)")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak, for the fraction of it reached")
     parser.add_argument("--json", default="", help="write the results here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for name, least in (("windows", 1), ("steps_per_window", 1), ("warmup_steps", 0), ("threads", 0), ("cpu_devices", 0)):
+    for name, least in (("image_size", 0), ("windows", 1), ("steps_per_window", 1), ("warmup_steps", 0), ("threads", 0), ("cpu_devices", 0)):
         if getattr(args, name) < least:
             parser.error(f"--{name.replace('_', '-')}={getattr(args, name)}; expected >= {least}")
     try:
@@ -76,6 +80,9 @@ def _option(text, parser):
 
 def configure_process(args) -> None:
     """What must happen before JAX (and PyTorch) start: core pinning, XLA flags, CPU device count."""
+    # PyTorch's OpenMP threads spin while they wait by default; on a shared, oversubscribed machine that
+    # makes its steps erratic and up to 20x slower (docs/performance.md), which would flatter us.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.threads:
         cores = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, set(cores[: args.threads]))
@@ -143,7 +150,7 @@ class Ours:
         from cnn.train.steps import StepOptions, one_hot_preprocess, train_step
 
         self.jax = jax
-        parallel = Parallel(mode)
+        parallel = Parallel(mode, compiler_options=None if args.library_options == "on" else {})
         parallel.check_batch(batch_size)
         dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
         model = cnn.models.create(name, num_classes=num_classes, dtype=dtype)
@@ -161,7 +168,8 @@ class Ours:
         step = parallel.compile_train_step(functools.partial(train_step, options=options))
         self.batch, self.rng = parallel.put_batch(host_batch), jax.random.PRNGKey(args.seed + 1)
         start = time.perf_counter()
-        self.step = step.lower(self.state, self.batch, self.rng).compile(args.compiler_options or None)
+        options = {**parallel.compiler_options, **args.compiler_options}
+        self.step = step.lower(self.state, self.batch, self.rng).compile(options or None)
         self.compile_s = time.perf_counter() - start
 
     def run(self, steps: int) -> float:
@@ -243,6 +251,9 @@ def benchmark_one(args, name, batch_size, mode) -> dict:
 
     entry = cnn.models.entry(name)
     shape, num_classes = entry.input_shape, entry.default_num_classes
+    if args.image_size:  # height and width ([T, H, W, C] keeps T; a 1D [L, C] input gets length L)
+        spatial = shape[:-1]
+        shape = (*spatial[:-2], *(args.image_size,) * min(2, len(spatial)), shape[-1])
     host_batch = synthetic_batch(batch_size, shape, num_classes, args.seed)
     record = {"model": name, "batch_size": batch_size, "parallel": mode, "dtype": args.dtype,
               "optimizer": "%s(lr=%g)" % optimizer_for(args, name)}
@@ -254,8 +265,8 @@ def benchmark_one(args, name, batch_size, mode) -> dict:
 
     ours, memory = memory_phase(build_ours)
     described = summary(ours.model, shape)
-    flops = described.flops  # forward FLOPs per example
-    record.update(params=described.params, devices=ours.devices, compile_s=round(ours.compile_s, 2), ours_memory=memory,
+    flops = 2 * described.macs  # forward FLOPs per example, the published convention (convs and matrix products)
+    record.update(image_shape=list(shape), params=described.params, devices=ours.devices, compile_s=round(ours.compile_s, 2), ours_memory=memory,
                   ours_device_peak_mb=ours.device_peak_mb(), train_flops_per_example=3 * flops)
     sides = {"ours": ours}
     if args.reference == "torch":
@@ -294,7 +305,8 @@ def machine(args) -> dict:
             "cores_used": len(os.sched_getaffinity(0)), "jax": jax.__version__, "flax": flax.__version__,
             "backend": jax.default_backend(), "devices": [d.device_kind for d in jax.devices()],
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "compiler_options": args.compiler_options, "threads": args.threads or "default",
+            "compiler_options": args.compiler_options, "library_options": args.library_options,
+            "threads": args.threads or "default",
             "load_average_start": os.getloadavg()}
     try:
         with open("/proc/cpuinfo") as f:

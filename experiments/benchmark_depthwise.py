@@ -49,6 +49,7 @@ from torch.nn import functional as F  # noqa: E402
 
 from cnn.layers.depthwise import depthwise_kernel_gradient, shifted_depthwise  # noqa: E402
 from cnn.models import create  # noqa: E402
+from experiments import torch_reference  # noqa: E402
 
 flags.DEFINE_integer("batch", 8, "Examples per step.")
 flags.DEFINE_integer("layer_size", 56, "Height and width of the single-layer inputs.")
@@ -238,80 +239,6 @@ def kernel_gradient_rows(channels, kernel, stride):
     return race(rows, candidates)
 
 
-# ----------------------------------------------------------------------------- whole models in PyTorch
-def conv_bn(cin, cout, kernel, stride=1, groups=1, act=True):
-    layers = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    return nn.Sequential(*layers, *([nn.ReLU6()] if act else []))
-
-
-class TorchInvertedResidual(nn.Module):
-    def __init__(self, cin, cout, stride, expansion):
-        super().__init__()
-        hidden, self.residual = cin * expansion, stride == 1 and cin == cout
-        self.block = nn.Sequential(*([conv_bn(cin, hidden, 1)] if expansion != 1 else []),
-                                   conv_bn(hidden, hidden, 3, stride, groups=hidden), conv_bn(hidden, cout, 1, act=False))
-
-    def forward(self, x):
-        return x + self.block(x) if self.residual else self.block(x)
-
-
-class TorchMobileNetV2(nn.Module):
-    """torchvision's MobileNetV2 (width 1.0), from primitives."""
-
-    def __init__(self, num_classes=1000):
-        super().__init__()
-        layers, cin = [conv_bn(3, 32, 3, 2)], 32
-        for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                           (6, 320, 1, 1)):
-            for i in range(n):
-                layers.append(TorchInvertedResidual(cin, c, s if i == 0 else 1, t))
-                cin = c
-        self.features = nn.Sequential(*layers, conv_bn(320, 1280, 1))
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
-
-    def forward(self, x):
-        return self.classifier(self.features(x).mean(dim=(2, 3)))
-
-
-class LayerNorm2d(nn.LayerNorm):
-    def forward(self, x):
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class TorchConvNeXtBlock(nn.Module):
-    def __init__(self, dim, drop_path):
-        super().__init__()
-        self.depthwise = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
-        self.mlp = nn.Sequential(nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-        self.layer_scale, self.drop_path = nn.Parameter(torch.full((dim, 1, 1), 1e-6)), drop_path
-
-    def forward(self, x):
-        y = self.layer_scale * self.mlp(self.depthwise(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        if self.training and self.drop_path > 0:  # stochastic depth, torchvision's "row" mode
-            keep = torch.empty(x.shape[0], 1, 1, 1).bernoulli_(1 - self.drop_path)
-            y = y * keep / (1 - self.drop_path)
-        return x + y
-
-
-class TorchConvNeXtTiny(nn.Module):
-    """torchvision's ConvNeXt-T (stochastic depth 0.1), from primitives."""
-
-    def __init__(self, num_classes=1000, depths=(3, 3, 9, 3), widths=(96, 192, 384, 768), drop_path=0.1):
-        super().__init__()
-        layers, index, total = [nn.Conv2d(3, widths[0], 4, 4), LayerNorm2d(widths[0], eps=1e-6)], 0, sum(depths)
-        for stage, (depth, width) in enumerate(zip(depths, widths)):
-            if stage > 0:
-                layers += [LayerNorm2d(widths[stage - 1], eps=1e-6), nn.Conv2d(widths[stage - 1], width, 2, 2)]
-            for _ in range(depth):
-                layers.append(TorchConvNeXtBlock(width, drop_path * index / (total - 1)))
-                index += 1
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.LayerNorm(widths[-1], eps=1e-6), nn.Linear(widths[-1], num_classes))
-
-    def forward(self, x):
-        return self.head(self.features(x).mean(dim=(2, 3)))
-
-
 # ----------------------------------------------------------------------------- whole models
 def jax_train_step(name, impl, x, labels):
     model = create(name, num_classes=1000, depthwise_impl=impl)
@@ -397,7 +324,7 @@ def main(argv):
     parts = {
         "layer": lambda: [row for config in LAYERS for row in layer_rows(*config)],
         "kernel_grad": lambda: [row for config in LAYERS for row in kernel_gradient_rows(*config)],
-        "model": lambda: model_rows("mobilenet_v2", TorchMobileNetV2) + model_rows("convnext_tiny", TorchConvNeXtTiny),
+        "model": lambda: model_rows("mobilenet_v2", torch_reference.mobilenet_v2) + model_rows("convnext_tiny", torch_reference.convnext_tiny),
     }
     for part in FLAGS.parts:
         results[part] = add_ratios(parts[part](), part)

@@ -156,6 +156,92 @@ for _depth in VGG_LAYERS:
 REFERENCES["vgg16_cifar"] = functools.partial(vgg, 16, batch_norm=True, cifar=True)
 
 
+# --- depthwise-separable families (cnn/models/mobilenet.py, cnn/models/convnext.py) ----------------
+def _conv_bn_relu6(cin, cout, kernel, stride=1, groups=1, act=True):
+    layers = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, *([nn.ReLU6()] if act else []))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expansion):
+        super().__init__()
+        hidden, self.residual = cin * expansion, stride == 1 and cin == cout
+        self.block = nn.Sequential(*([_conv_bn_relu6(cin, hidden, 1)] if expansion != 1 else []),
+                                   _conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden), _conv_bn_relu6(hidden, cout, 1, act=False))
+
+    def forward(self, x):
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's MobileNetV2 (width 1.0), from primitives."""
+
+    def __init__(self, num_classes=1000, in_channels=3):
+        super().__init__()
+        layers, cin = [_conv_bn_relu6(in_channels, 32, 3, 2)], 32
+        for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                           (6, 320, 1, 1)):
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        self.features = nn.Sequential(*layers, _conv_bn_relu6(320, 1280, 1))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim, drop_path):
+        super().__init__()
+        self.depthwise = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.mlp = nn.Sequential(nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.layer_scale, self.drop_path = nn.Parameter(torch.full((dim, 1, 1), 1e-6)), drop_path
+
+    def forward(self, x):
+        y = self.layer_scale * self.mlp(self.depthwise(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        if self.training and self.drop_path > 0:  # stochastic depth, torchvision's "row" mode
+            keep = torch.empty(x.shape[0], 1, 1, 1).bernoulli_(1 - self.drop_path)
+            y = y * keep / (1 - self.drop_path)
+        return x + y
+
+
+class ConvNeXt(nn.Module):
+    """torchvision's ConvNeXt (T by default: stochastic depth 0.1), from primitives."""
+
+    def __init__(self, num_classes=1000, in_channels=3, depths=(3, 3, 9, 3), widths=(96, 192, 384, 768), drop_path=0.1):
+        super().__init__()
+        layers, index, total = [nn.Conv2d(in_channels, widths[0], 4, 4), LayerNorm2d(widths[0], eps=1e-6)], 0, sum(depths)
+        for stage, (depth, width) in enumerate(zip(depths, widths)):
+            if stage > 0:
+                layers += [LayerNorm2d(widths[stage - 1], eps=1e-6), nn.Conv2d(widths[stage - 1], width, 2, 2)]
+            for _ in range(depth):
+                layers.append(ConvNeXtBlock(width, drop_path * index / (total - 1)))
+                index += 1
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.LayerNorm(widths[-1], eps=1e-6), nn.Linear(widths[-1], num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def mobilenet_v2(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+    return MobileNetV2(num_classes, in_channels)
+
+
+def convnext_tiny(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+    return ConvNeXt(num_classes, in_channels)
+
+
+REFERENCES["mobilenet_v2"] = mobilenet_v2
+REFERENCES["convnext_tiny"] = convnext_tiny
+
+
 def names():
     return sorted(REFERENCES)
 

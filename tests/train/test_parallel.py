@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -102,3 +103,21 @@ def test_unknown_mode_and_misused_per_device_norm():
         Parallel("data_parallel")
     with pytest.raises(ValueError, match="needs parallel='pmap'"):
         Parallel("sharded", per_device_batch_norm=True)
+
+
+def test_cpu_steps_compile_with_the_library_options_where_the_jaxlib_accepts_them():
+    from cnn.train import parallel as parallel_module
+
+    assert parallel_module.cpu_compiler_options() == parallel_module.CPU_COMPILER_OPTIONS  # this jaxlib knows it
+    assert Parallel("single").compiler_options == parallel_module.CPU_COMPILER_OPTIONS
+    assert Parallel("single", compiler_options={}).compiler_options == {}
+    # An option another jaxlib does not know is detected and left out rather than failing every step.
+    assert not parallel_module._accepted((("xla_cpu_no_such_option", "1"),))
+    # pmap takes no options itself: its steps are lowered and compiled with them, once per signature.
+    step = Parallel("pmap").compile_train_step(lambda state, batch, rng: (state + batch.sum(), batch.mean()))
+    state = jnp.zeros((jax.local_device_count(),))
+    batch = jnp.ones((jax.local_device_count(), 3))
+    for _ in range(2):
+        state, _ = step(state, batch, jax.random.key(0))
+    assert len(step._executables) == 1
+    np.testing.assert_allclose(np.asarray(state), 6.0)
