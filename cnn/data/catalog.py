@@ -86,8 +86,11 @@ def _image_folder_config(folder: pathlib.Path, image_size: Any, channels: int):
         raise DataError(f"image_folder: {folder} is not a folder; expected <folder>/<split>/<class>/<image files>")
     if channels not in (1, 3):
         raise DataError(f"image_folder: channels={channels!r}; expected 1 (grey) or 3 (RGB)")
-    if len(tuple(image_size)) != 2 or min(image_size) < 1:
-        raise DataError(f"image_folder: image_size={image_size!r}; expected (height, width), both positive")
+    if isinstance(image_size, int) and not isinstance(image_size, bool):  # a square side, as configs often give
+        image_size = (image_size, image_size)
+    if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in image_size) or min(image_size) < 1):
+        raise DataError(f"image_folder: image_size={image_size!r}; expected (height, width) or one side, positive integers")
     splits = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not splits:
         raise DataError(f"image_folder: {folder} has no split sub-folders (e.g. train/, test/)")

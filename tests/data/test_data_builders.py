@@ -121,6 +121,12 @@ def test_image_folder_png_and_jpeg_resized(tmp_path, fake_files):
     np.testing.assert_array_equal(test[0]["image"], expected)
     grey = cnn.data.source("image_folder", "train", folder=folder, image_size=(4, 4), channels=1)
     assert grey[0]["image"].shape == (4, 4, 1)
+    square = cnn.data.source("image_folder", "train", folder=folder, image_size=8)  # one side: a square
+    assert square.image_shape == (8, 8, 3)
+    np.testing.assert_array_equal(square[0]["image"], images[0])
+    for bad in ((8,), (8, 0), (8.0, 8), "8"):
+        with pytest.raises(cnn.data.DataError, match=r"image_size=.*expected \(height, width\) or one side"):
+            cnn.data.source("image_folder", "train", folder=folder, image_size=bad)
 
 
 def test_image_folder_changes_make_a_new_dataset(tmp_path, fake_files):
