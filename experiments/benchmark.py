@@ -187,63 +187,6 @@ class Ours:
         return None if peak is None else round(peak / 2**20, 1)
 
 
-class Torch:
-    """The same network (experiments/torch_reference.py), optimizer and batch in PyTorch eager mode.
-
-    On CUDA: channels-last memory format and, for bfloat16, autocast (AMP), as torchvision's recipes.
-    """
-
-    def __init__(self, args, name, host_batch, num_classes):
-        import torch
-
-        from experiments import torch_reference
-
-        self.torch = torch
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        torch.manual_seed(args.seed)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        cuda = self.device.type == "cuda"
-        self.memory_format = torch.channels_last if cuda else torch.contiguous_format
-        channels = host_batch["image"].shape[-1]
-        model = torch_reference.build(name, num_classes=num_classes, in_channels=channels)
-        self.params = torch_reference.parameter_count(model)
-        self.model = model.to(self.device, memory_format=self.memory_format).train()
-        opt_name, lr = optimizer_for(args, name)
-        self.optimizer = torch_reference.make_optimizer(self.model, opt_name, lr)
-        self.images = torch.from_numpy(host_batch["image"].copy()).to(self.device)  # uint8 [N, H, W, C]
-        self.labels = torch.from_numpy(host_batch["label"].astype(np.int64)).to(self.device)
-        self.autocast_dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
-        if cuda:
-            torch.backends.cudnn.benchmark = True
-            torch.cuda.reset_peak_memory_stats()
-
-    def step(self):
-        torch = self.torch
-        x = self.images.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=self.memory_format)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            logits = self.model(x)
-        loss = torch.nn.functional.cross_entropy(logits.float(), self.labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss
-
-    def run(self, steps: int) -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            loss = self.step()
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
-        float(loss.detach())
-        return time.perf_counter() - start
-
-    def device_peak_mb(self):
-        cuda = self.device.type == "cuda"
-        return round(self.torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None
-
-
 # --- one configuration ----------------------------------------------------------------------------------
 def benchmark_one(args, name, batch_size, mode) -> dict:
     import cnn.models
@@ -271,7 +214,11 @@ def benchmark_one(args, name, batch_size, mode) -> dict:
     sides = {"ours": ours}
     if args.reference == "torch":
         def build_torch():
-            reference = Torch(args, name, host_batch, num_classes)
+            from experiments.torch_reference import TrainingRunner
+
+            reference = TrainingRunner(name, host_batch, num_classes, *optimizer_for(args, name),
+                                       threads=args.threads, seed=args.seed,
+                                       bfloat16=args.dtype == "bfloat16")
             reference.run(max(args.warmup_steps, 1))
             return reference
 

@@ -11,6 +11,7 @@ needed. Adding a family is a builder function and one ``REFERENCES`` entry per n
 from __future__ import annotations
 
 import functools
+import time
 from typing import Callable, Dict, Sequence
 
 import torch
@@ -264,3 +265,55 @@ def make_optimizer(model: nn.Module, name: str, learning_rate: float, momentum: 
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class TrainingRunner:
+    """``build(name)`` trained in eager mode on one resident batch, for ``experiments/benchmark.py``.
+
+    ``host_batch`` holds uint8 images ``[N, H, W, C]`` and int labels; each step converts to float / 255
+    and NCHW on the device, as ours does. On CUDA: channels-last memory format, cuDNN autotuning and,
+    with ``bfloat16``, autocast (AMP), as torchvision's recipes.
+    """
+
+    def __init__(self, name: str, host_batch: dict, num_classes: int, optimizer: str, learning_rate: float, *,
+                 threads: int = 0, seed: int = 0, bfloat16: bool = False):
+        if threads:
+            torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        cuda = self.device.type == "cuda"
+        self.memory_format = torch.channels_last if cuda else torch.contiguous_format
+        model = build(name, num_classes=num_classes, in_channels=host_batch["image"].shape[-1])
+        self.params = parameter_count(model)
+        self.model = model.to(self.device, memory_format=self.memory_format).train()
+        self.optimizer = make_optimizer(self.model, optimizer, learning_rate)
+        self.images = torch.from_numpy(host_batch["image"].copy()).to(self.device)  # uint8 [N, H, W, C]
+        self.labels = torch.from_numpy(host_batch["label"].astype("int64")).to(self.device)
+        self.autocast_dtype = torch.bfloat16 if bfloat16 else None
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+            torch.cuda.reset_peak_memory_stats()
+
+    def step(self) -> torch.Tensor:
+        x = self.images.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), self.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def run(self, steps: int) -> float:
+        """Seconds for ``steps`` steps, the device synchronised at the end."""
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = self.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        float(loss.detach())
+        return time.perf_counter() - start
+
+    def device_peak_mb(self):
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1) if self.device.type == "cuda" else None

@@ -9,8 +9,6 @@ input sizes are chosen so that ceil-mode pools really round up.
 """
 
 import functools
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
@@ -22,16 +20,7 @@ nn, F = torch.nn, torch.nn.functional
 pytestmark = pytest.mark.torch
 
 
-def _helpers():
-    """``zoo2_reference.py`` beside this file (tests are imported with ``--import-mode=importlib``)."""
-    path = pathlib.Path(__file__).with_name("zoo2_reference.py")
-    spec = importlib.util.spec_from_file_location("zoo2_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ref = _helpers()
+import zoo2_reference as ref  # noqa: E402  (tests/helpers, on the path through pytest's `pythonpath`)
 Head, Unit, compare, image = ref.Head, ref.Unit, ref.compare, ref.image
 
 

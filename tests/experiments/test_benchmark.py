@@ -1,0 +1,28 @@
+"""experiments/benchmark.py end to end at a tiny size: both sides train, the JSON holds what the docs quote."""
+
+import json
+
+import pytest
+
+from experiments import benchmark
+
+pytest.importorskip("torch", reason="PyTorch is the benchmark's reference (pip install -e '.[dev]')")
+
+
+def test_benchmark_writes_a_record_per_configuration_against_torch(tmp_path, capsys):
+    output = tmp_path / "bench.json"
+    status = benchmark.main(["--models", "simple_cnn", "--batch-sizes", "8", "--image-size", "28", "--reference",
+                             "torch", "--windows", "2", "--steps-per-window", "1", "--warmup-steps", "1",
+                             "--json", str(output)])
+    assert status == 0
+    (record,) = json.loads(output.read_text())["runs"][-1]["results"]
+    assert record["image_shape"] == [28, 28, 1] and record["batch_size"] == 8
+    assert record["params"] == record["torch_params"]  # the same network on both sides
+    assert record["ours_images_per_s"] > 0 and record["torch_images_per_s"] > 0 and record["ratio"] > 0
+    assert len(record["ours_windows"]) == len(record["torch_windows"]) == 2
+    assert "simple_cnn" in capsys.readouterr().out
+
+
+def test_benchmark_refuses_a_model_without_a_torch_twin_before_any_work(capsys):
+    assert benchmark.main(["--models", "squeezenet1_1", "--reference", "torch"]) == 2
+    assert "no PyTorch reference for model 'squeezenet1_1'" in capsys.readouterr().err
