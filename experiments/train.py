@@ -7,7 +7,6 @@ Exit status: 0 done, 2 bad input (one line "error: ..." on stderr names the bad 
 75 preempted (SIGTERM/SIGINT: checkpoint written; run the same command to resume).
 """
 
-import difflib
 import importlib.util
 import json
 import os
@@ -56,26 +55,10 @@ def _load_config(spec: str):
     return module.get_config(arg) if arg else module.get_config()
 
 
-def _not_a_field(config, path: str):
-    """Why ``path`` is not a field of ``config`` and which fields there are; None when it is one."""
-    node, walked = config, []
-    for part in path.split("."):
-        where = ".".join(walked) or "the config"
-        if not isinstance(node, ml_collections.ConfigDict):
-            return f"the config has no field {path}: {where} is {_a(type(node).__name__)}, not a group of fields"
-        if part not in node:
-            fields = sorted(node.keys())
-            close = difflib.get_close_matches(part, fields, n=1)
-            rest = path.split(".")[len(walked) + 1:]
-            hint = f"did you mean {'.'.join(walked + close + rest)}? " if close else ""
-            listing = f"{where} has: {', '.join(fields)}" if fields else f"{where} has no fields (set them in a config file)"
-            return f"the config has no field {path}; {hint}{listing}"
-        node, walked = node[part], walked + [part]
-    return None
-
-
 def _explain_override(argv, spec, error) -> str:
     """One line for a --config.<field>=<value> that absl or ml_collections refused."""
+    from cnn.train.fields import not_a_field
+
     message = " ".join(str(error).split())
     overrides = [(m.group(1), arg) for arg in argv[1:] if (m := re.match(r"^--?(?:no)?config\.([^=]+)", arg))]
     try:
@@ -85,7 +68,7 @@ def _explain_override(argv, spec, error) -> str:
     bad_type = re.match(r"^flag --config\.([^=]+)=(.*?): (.*)$", message)
     if bad_type:  # absl: the value does not parse as the field's type
         path, value, detail = bad_type.groups()
-        if config is not None and _not_a_field(config, path) is None:
+        if config is not None and not_a_field(config, path) is None:
             default = config
             for part in path.split("."):
                 default = default[part]
@@ -93,7 +76,7 @@ def _explain_override(argv, spec, error) -> str:
         return message
     if config is not None:  # ml_collections: an override of a field the config does not have
         for path, arg in overrides:
-            reason = _not_a_field(config, path)
+            reason = not_a_field(config, path)
             if reason:
                 return f"{arg}: {reason}"
     return f"bad --config override ({message})"

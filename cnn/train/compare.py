@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from cnn.analysis import plots, runs
+from cnn.train.fields import not_a_field
 
 log = logging.getLogger(__name__)
 COMPARISON_PLOTS = ("accuracy_vs_params.png", "accuracy_vs_flops.png", "training_curves.png")
@@ -76,24 +77,6 @@ def sweep_name(sweep: Sequence[Tuple[str, Any]]) -> str:
 # ---------------------------------------------------------------- overrides
 
 
-def _describe_missing(config: ml_collections.ConfigDict, path: str) -> Optional[str]:
-    node, walked = config, []
-    for part in path.split("."):
-        where = ".".join(walked) or "the config"
-        if walked == ["model", "overrides"]:
-            return None  # any module field; the registry checks it when the model is built
-        if not isinstance(node, (ml_collections.ConfigDict, dict)):
-            return f"the config has no field {path}: {where} is not a group of fields"
-        if part not in node:
-            fields = sorted(node.keys())
-            close = difflib.get_close_matches(part, fields, n=1)
-            rest = path.split(".")[len(walked) + 1:]
-            hint = f"did you mean {'.'.join(walked + close + rest)}? " if close else ""
-            return f"the config has no field {path}; {hint}{where} has: {', '.join(fields)}"
-        node, walked = node[part], walked + [part]
-    return None
-
-
 def _convert(current: Any, value: Any, path: str) -> Any:
     """``value`` (a command-line string, or already typed) as the type of the field's ``current`` value."""
     if not isinstance(value, str) or isinstance(current, str):
@@ -125,7 +108,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[Tuple
     config = copy.deepcopy(config)
     with config.unlocked():
         for path, value in overrides:
-            missing = _describe_missing(config, path)
+            missing = not_a_field(config, path, open_groups=("model.overrides",))
             if missing:
                 raise ValueError(missing)
             *parents, leaf = path.split(".")
