@@ -54,23 +54,31 @@ def checkpoint_steps(workdir: Any) -> List[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def restore_variables(workdir: Any, step: Optional[int] = None) -> Tuple[int, dict]:
-    """``(step, {"params": ..., "batch_stats": ...})`` of the checkpoint at ``step`` (default: the newest)."""
+def read_checkpoint(workdir: Any, step: int) -> dict:
+    """The whole state saved at ``step`` in ``workdir/checkpoints`` (params, batch_stats, opt_state, step,
+    rng, ...), as arrays on this process's first device whatever sharding wrote it."""
     import orbax.checkpoint as ocp
 
+    directory = (pathlib.Path(workdir) / "checkpoints" / str(step) / "state").absolute()
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        metadata = checkpointer.metadata(directory)
+        tree = getattr(metadata, "item_metadata", metadata)
+        tree = getattr(tree, "tree", tree)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), tree)
+        return checkpointer.restore(directory, target)
+    finally:
+        checkpointer.close()
+
+
+def restore_variables(workdir: Any, step: Optional[int] = None) -> Tuple[int, dict]:
+    """``(step, {"params": ..., "batch_stats": ...})`` of the checkpoint at ``step`` (default: the newest)."""
     steps = checkpoint_steps(workdir)
     if not steps:
         raise FileNotFoundError(f"no checkpoint in {pathlib.Path(workdir) / 'checkpoints'}; train the run first")
     step = steps[-1] if step is None else step
-    directory = (pathlib.Path(workdir) / "checkpoints" / str(step) / "state").absolute()
-    checkpointer = ocp.StandardCheckpointer()
-    metadata = checkpointer.metadata(directory)
-    tree = getattr(metadata, "item_metadata", metadata)
-    tree = getattr(tree, "tree", tree)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), tree)
-    restored = checkpointer.restore(directory, target)
-    checkpointer.close()
+    restored = read_checkpoint(workdir, step)
     variables = {"params": restored["params"]}
     if restored.get("batch_stats"):
         variables["batch_stats"] = restored["batch_stats"]

@@ -73,6 +73,19 @@ def base(*, model: str, dataset: str, batch_size: int, epochs: float, learning_r
     return config
 
 
+def smoke_training(training, *, steps: int, every: int, log_every: int, batch_size: int = 8, eval_batch_size: int = 16):
+    """A few steps of small batches, evaluated and checkpointed every ``every`` steps, logged every ``log_every``."""
+    training.batch_size = batch_size
+    training.eval_batch_size = eval_batch_size
+    training.steps = steps
+    training.log_every_steps = log_every
+    training.eval_every_steps = every
+    training.checkpoint_every_steps = every
+    training.progress_bar = False
+    training.async_checkpoints = False
+    return training
+
+
 def smoke(config, *, image_shape=(28, 28, 1), num_classes=10, overrides=None):
     """Shrinks a config to seconds: generated synthetic data, a few steps, small batches."""
     config.data.name = "synthetic"
@@ -80,14 +93,7 @@ def smoke(config, *, image_shape=(28, 28, 1), num_classes=10, overrides=None):
         dict(image_shape=tuple(image_shape), num_classes=num_classes, num_train=64, num_test=40, seed=0)
     )
     config.data.train_split, config.data.test_split = "train", "test"
-    config.training.batch_size = 8
-    config.training.eval_batch_size = 16
-    config.training.steps = 6
-    config.training.log_every_steps = 2
-    config.training.eval_every_steps = 3
-    config.training.checkpoint_every_steps = 3
-    config.training.progress_bar = False
-    config.training.async_checkpoints = False
+    smoke_training(config.training, steps=6, every=3, log_every=2)
     for key, value in (overrides or {}).items():
         config.model.overrides[key] = value
     return config

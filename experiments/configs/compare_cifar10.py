@@ -46,14 +46,7 @@ def get_config(arg: str = ""):
     config.seeds = (0,)
     config.plots = ml_collections.ConfigDict(dict(feature_layer="", images=4, confusion_limit=0))
     if arg == "smoke":
-        base.training.batch_size = 8
-        base.training.eval_batch_size = 16
-        base.training.steps = 2
-        base.training.log_every_steps = 1
-        base.training.eval_every_steps = 2
-        base.training.checkpoint_every_steps = 2
-        base.training.progress_bar = False
-        base.training.async_checkpoints = False
+        common.smoke_training(base.training, steps=2, every=2, log_every=1, eval_batch_size=16)
         config.runs = [
             dict(run, recipe="smoke", overrides={f"model.overrides.{k}": v for k, v in SMOKE_OVERRIDES[run["name"]].items()})
             for run in config.runs

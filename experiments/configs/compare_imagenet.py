@@ -15,7 +15,7 @@ Smoke (seconds; tiny models, 2 steps each, on a generated folder of JPEGs at 32x
 
 import ml_collections
 
-from experiments.configs import imagenet_resnet50
+from experiments.configs import common, imagenet_resnet50
 
 TORCHVISION = "torchvision"
 RUNS = (
@@ -52,14 +52,7 @@ def get_config(arg: str = ""):
         base.data.augment = "flip"
         base.optimizer.warmup_epochs = 0.0
         base.training.dtype = "float32"
-        base.training.batch_size = 8
-        base.training.eval_batch_size = 8
-        base.training.steps = 2
-        base.training.log_every_steps = 1
-        base.training.eval_every_steps = 2
-        base.training.checkpoint_every_steps = 2
-        base.training.progress_bar = False
-        base.training.async_checkpoints = False
+        common.smoke_training(base.training, steps=2, every=2, log_every=1, eval_batch_size=8)
         config.runs = [
             dict(run, recipe="smoke", overrides={f"model.overrides.{k}": v for k, v in SMOKE_OVERRIDES[run["name"]].items()})
             for run in config.runs

@@ -1,22 +1,13 @@
 """Fixtures of the training tests."""
 
-import pathlib
-
-import jax
-import orbax.checkpoint as ocp
 import pytest
+
+from cnn.analysis.runs import read_checkpoint
 
 
 def read_state(workdir, step):
     """The state saved at ``step`` in ``workdir/checkpoints`` as arrays on this process's first device."""
-    directory = pathlib.Path(workdir).absolute() / "checkpoints" / str(step) / "state"
-    checkpointer = ocp.StandardCheckpointer()
-    metadata = checkpointer.metadata(directory)
-    tree = getattr(metadata, "item_metadata", metadata)
-    tree = getattr(tree, "tree", tree)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), tree)
-    restored = checkpointer.restore(directory, target)
+    restored = read_checkpoint(workdir, step)
     return {key: restored[key] for key in ("params", "batch_stats", "opt_state", "step", "rng")}
 
 
