@@ -10,7 +10,6 @@ import dataclasses
 from typing import Any, List, Optional, Sequence, Tuple
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
@@ -124,12 +123,12 @@ def forward_flops(model: nn.Module, variables: Any, x: Any, count_padding: bool 
 
 def _sub_jaxprs(params: dict):
     """The jaxprs nested in an equation's parameters (jit, custom_vjp/jvp, remat, cond branches, ...)."""
-    for value in params.values():
+    for value in params.values():  # by shape, not by class: the classes moved between JAX versions
         for item in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(item, jax.extend.core.ClosedJaxpr):
-                yield item.jaxpr
-            elif isinstance(item, jax.extend.core.Jaxpr):
+            if hasattr(item, "eqns"):  # a Jaxpr
                 yield item
+            elif hasattr(getattr(item, "jaxpr", None), "eqns"):  # a ClosedJaxpr
+                yield item.jaxpr
 
 
 def _jaxpr_macs(jaxpr) -> int:
