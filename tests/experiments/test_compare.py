@@ -179,3 +179,49 @@ def test_bad_search_ranges_are_refused_before_any_run(tmp_path, comparison, text
     with pytest.raises(ValueError, match=message):
         search.search(comparison(), tmp_path / "out", [text], trials=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_comparison_killed_outright_resumes_from_the_last_checkpoint(tmp_path, comparison):
+    """SIGKILL (no chance to save) during the second seed's run: the rerun skips the finished first run
+    and continues the second from its last periodic checkpoint."""
+    config_file = tmp_path / "tiny_compare.py"
+    config_file.write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('compare_fixtures', {str(pathlib.Path(__file__).with_name('conftest.py'))!r})\n"
+        "fixtures = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(fixtures)\n\n"
+        "def get_config(arg=''):\n"
+        "    config = fixtures.tiny_comparison(seeds=(0, 1), steps=1000)\n"
+        "    config.base.training.checkpoint_every_steps = 50\n"
+        "    config.base.training.async_checkpoints = False\n"
+        "    return config\n"
+    )
+    command = [sys.executable, "-m", "experiments.compare", f"--config={config_file}", f"--workdir={tmp_path / 'out'}"]
+    first, second = (tmp_path / "out" / "runs" / f"tiny_cnn-adam-seed{seed}" for seed in (0, 1))
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, env=_environment(tmp_path), stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 180
+            while not ((second / "checkpoints").is_dir()
+                       and any(p.name.isdigit() and int(p.name) >= 50 for p in (second / "checkpoints").iterdir())):
+                assert process.poll() is None, (tmp_path / "stderr.txt").read_text()[-2000:]
+                assert time.monotonic() < deadline, "no checkpoint of the second run"
+                time.sleep(0.02)
+            process.kill()
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == -signal.SIGKILL
+    assert (first / "results.json").is_file() and not (second / "results.json").exists()
+    finished = (first / "results.json").stat().st_mtime_ns
+
+    config = comparison(seeds=(0, 1), steps=1000)
+    config.base.training.checkpoint_every_steps = 50
+    config.base.training.async_checkpoints = False
+    compare.compare(config, tmp_path / "out")  # the same command's call
+    from cnn.analysis import runs
+
+    assert (first / "results.json").stat().st_mtime_ns == finished  # not trained again
+    results = runs.read_results(second)
+    assert results["steps"] == 1000 and 50 <= results["resumed_from_step"] < 1000
+    assert results["resumed_from_step"] % 50 == 0  # a periodic checkpoint, the newest the kill left
