@@ -51,8 +51,8 @@ def parse_args(argv):
     parser.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts")
     parser.add_argument("--compiler-option", action="append", default=[], metavar="KEY=VALUE",
                         help="XLA option for compiling our step, repeatable")
-    parser.add_argument("--library-options", default="on", choices=("on", "off"),
-                        help="off: compile our step without the library's own XLA CPU options (cnn.train.parallel)")
+    parser.add_argument("--cpu-kernels", default="auto", choices=("auto", "on", "off"),
+                        help="the library's CPU kernels and XLA options (cnn.layers.cpu_kernels), as model.cpu_kernels")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak, for the fraction of it reached")
     parser.add_argument("--json", default="", help="write the results here")
     parser.add_argument("--seed", type=int, default=0)
@@ -137,6 +137,7 @@ class Ours:
     """The library's train step for one (model, batch, mode): compiled ahead of time, then run in windows."""
 
     def __init__(self, args, name, batch_size, mode, host_batch, num_classes):
+        import dataclasses
         import functools
 
         import jax
@@ -144,18 +145,22 @@ class Ours:
         import ml_collections
 
         import cnn.models
+        from cnn.layers import cpu_kernels
         from cnn.train import optim
         from cnn.train.parallel import Parallel
         from cnn.train.state import create_train_state
         from cnn.train.steps import StepOptions, one_hot_preprocess, train_step
 
         self.jax = jax
-        parallel = Parallel(mode, compiler_options=None if args.library_options == "on" else {})
+        kernels = cpu_kernels.enabled(args.cpu_kernels)
+        parallel = Parallel(mode, compiler_options=cpu_kernels.compiler_options() if kernels else {})
         parallel.check_batch(batch_size)
         dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
         model = cnn.models.create(name, num_classes=num_classes, dtype=dtype)
-        if parallel.model_axis_name and hasattr(model, "axis_name"):
+        if parallel.model_axis_name and "axis_name" in {f.name for f in dataclasses.fields(model)}:
             model = model.clone(axis_name=parallel.model_axis_name)
+        if kernels:
+            model = cpu_kernels.use_cpu_kernels(model)
         self.model, self.devices = model, parallel.num_devices
         opt_name, lr = optimizer_for(args, name)
         config = ml_collections.ConfigDict(dict(name=opt_name, learning_rate=lr, momentum=0.9))
@@ -252,7 +257,7 @@ def machine(args) -> dict:
             "cores_used": len(os.sched_getaffinity(0)), "jax": jax.__version__, "flax": flax.__version__,
             "backend": jax.default_backend(), "devices": [d.device_kind for d in jax.devices()],
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "compiler_options": args.compiler_options, "library_options": args.library_options,
+            "compiler_options": args.compiler_options, "cpu_kernels": args.cpu_kernels,
             "threads": args.threads or "default",
             "load_average_start": os.getloadavg()}
     try:

@@ -1,18 +1,18 @@
-"""Depthwise convolution on CPU: our JAX formulations against PyTorch, in the same run (issue 7).
+"""Depthwise convolution on CPU: our JAX formulations against PyTorch, in the same run.
 
 COMMAND: python -m experiments.benchmark_depthwise --output=docs/benchmarks/depthwise.json
-(docs/performance.md, "Depthwise convolution (issue 7)", holds the figures and every attempt.)
+(docs/performance.md, "Depthwise convolution", holds the figures and every attempt.)
 
 XLA's CPU backend runs grouped convolutions with one channel per group slowly (google/flax#4207).
 Three parts, the JAX figures next to PyTorch's, measured in the same process:
 1. one depthwise conv layer, forward + backward (input and kernel gradients): XLA's grouped conv (NHWC,
    NCHW), shifted slices with autodiff gradients, shifted slices with ``cnn.layers.depthwise``'s
-   written-out gradients (``depthwise_impl="shifted"``), patches + einsum; PyTorch's ``Conv2d(groups=C)``
+   written-out gradients (``cnn.layers.cpu_kernels``), patches + einsum; PyTorch's ``Conv2d(groups=C)``
    in NCHW and channels-last memory formats;
 2. the kernel gradient alone (the costly part): one reduction per tap (autodiff), one variadic
    reduction, the variadic reduction over contiguous rows (ours), XLA's batch-group conv (native);
 3. a training step (forward + backward of the cross-entropy, BatchNorm in training mode, dropout and
-   stochastic depth on) of MobileNetV2 and ConvNeXt-T with ``depthwise_impl`` "xla" and "shifted",
+   stochastic depth on) of MobileNetV2 and ConvNeXt-T with XLA's grouped conv (``nn.Conv``) and the CPU kernels,
    against the same architectures written here from ``torch.nn`` primitives.
 Each figure is the median seconds per step over --windows timed windows of --steps steps after
 --warmup untimed ones (jit compilation included there), the windows of the compared implementations
@@ -47,7 +47,8 @@ from jax import lax  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from cnn.layers.depthwise import depthwise_kernel_gradient, shifted_depthwise  # noqa: E402
+from cnn.layers import cpu_kernels  # noqa: E402
+from cnn.layers.cpu_kernels import depthwise_kernel_gradient, shifted_depthwise  # noqa: E402
 from cnn.models import create  # noqa: E402
 from experiments import torch_reference  # noqa: E402
 
@@ -241,7 +242,8 @@ def kernel_gradient_rows(channels, kernel, stride):
 
 # ----------------------------------------------------------------------------- whole models
 def jax_train_step(name, impl, x, labels):
-    model = create(name, num_classes=1000, depthwise_impl=impl)
+    model = create(name, num_classes=1000)
+    model = cpu_kernels.use_cpu_kernels(model) if impl == "shifted" else model
     variables = jax.jit(lambda key: model.init(key, x[:1], train=False))(jax.random.key(0))
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
 
@@ -264,7 +266,7 @@ def model_rows(name, torch_model):
     rows, candidates, logits = [], [], {}
     for impl in ("xla", "shifted"):
         step, logits[impl] = jax_train_step(name, impl, x, y)
-        rows.append({"model": label, "impl": f"jax depthwise_impl={impl!r}"})
+        rows.append({"model": label, "impl": "jax nn.Conv" if impl == "xla" else "jax CpuConv"})
         candidates.append((step, jax.block_until_ready))
     scale = float(np.max(np.abs(logits["xla"])))
     difference = float(np.max(np.abs(logits["xla"] - logits["shifted"]))) / scale

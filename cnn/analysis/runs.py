@@ -126,20 +126,19 @@ class LoadedRun:
 def load_run(config: Any, workdir: Any, step: Optional[int] = None) -> LoadedRun:
     """The model of ``config`` with the variables of ``workdir``'s newest (or ``step``'s) checkpoint."""
     import cnn.data
-    from cnn.train.loop import build_model, make_preprocess
-    from cnn.train.parallel import Parallel
+    import cnn.models
+    from cnn.data.chain import preprocessing
 
     data = config.data
     options = dict(data.get("options", {}) or {})
     common = dict(data_dir=data.get("data_dir") or None, prepared_dir=data.get("prepared_dir") or None, **options)
     train_source = cnn.data.source(data.name, data.get("train_split", "train"), **common)
     test_source = cnn.data.source(data.name, data.get("test_split", "test"), **common)
-    model = build_model(config, test_source.num_classes, Parallel("single"))
-    model = model.clone(dtype=jnp.float32) if hasattr(model, "dtype") else model
+    model = cnn.models.from_config(config.model, num_classes=test_source.num_classes, dtype=jnp.float32)
     step, variables = restore_variables(workdir, step)
     normalize = data.get("normalize", "dataset") == "dataset"
     mean, std = (train_source.mean, train_source.std) if normalize else (None, None)
-    transform = make_preprocess("", num_classes=test_source.num_classes, mean=mean, std=std, training=False)
+    transform = preprocessing("", num_classes=test_source.num_classes, mean=mean, std=std)
 
     def preprocess(images: np.ndarray) -> np.ndarray:
         labels = jnp.zeros(images.shape[:1], jnp.int32)

@@ -7,14 +7,14 @@ compiled) computation, so a 140M-parameter VGG is summarised in a second or two.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from cnn.layers.conv import native_convolutions
+from cnn.layers import cpu_kernels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,13 +108,13 @@ def forward_flops(model: nn.Module, variables: Any, x: Any, count_padding: bool 
 
     With ``count_padding`` (the convention of published counts) taps over a conv's zero padding count.
     """
+    model = cpu_kernels.plain(model)  # XLA's count of the convolution itself, not of a backend's formulation of it
     apply = lambda v, x: model.apply(v, x, train=False)
     if count_padding:
         def apply(v, x):
             with nn.intercept_methods(_conv_with_explicit_padding):
                 return model.apply(v, x, train=False)
-    with native_convolutions():  # XLA's count of the convolution itself, not of a backend's formulation of it
-        lowered = jax.jit(apply).lower(variables, x)
+    lowered = jax.jit(apply).lower(variables, x)
     analysis = lowered.cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older JAX returned one dict per computation
         analysis = analysis[0]
@@ -162,8 +162,8 @@ def forward_macs(model: nn.Module, variables: Any, x: Any) -> float:
     output, taps over zero padding included; element-wise work (normalisation, activations) left out.
     Counted from the traced computation's ``conv_general_dilated`` and ``dot_general`` shapes.
     """
-    with native_convolutions():
-        closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    model = cpu_kernels.plain(model)  # count convolutions, not a backend's formulation of them
+    closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
     return _jaxpr_macs(closed.jaxpr) / x.shape[0]
 
 

@@ -194,3 +194,21 @@ def parse(
     for name, arguments in steps:  # validate values now, not at the first call under jit
         OPS[name](**dict(arguments), stats=(as_tuple(mean), as_tuple(std)))
     return Chain(text, steps, num_classes, as_tuple(mean), as_tuple(std))
+
+
+def preprocessing(text: str, *, num_classes: int, mean: Optional[Sequence[float]] = None,
+                  std: Optional[Sequence[float]] = None):
+    """``(key, images, labels) -> (inputs float32, targets float32 [B, num_classes])``: the chain ``text``
+    (``""`` for evaluation) with integer labels turned into one-hot targets; ``key=None`` is allowed
+    for a chain without randomness."""
+    parsed = parse(text, num_classes=num_classes, mean=mean, std=std)
+
+    def preprocess(key, images, labels):
+        if key is None:
+            key = jax.random.PRNGKey(0)
+        inputs, targets = parsed(key, images, labels)
+        if targets.ndim == 1:
+            targets = jax.nn.one_hot(targets, num_classes, dtype=jnp.float32)
+        return inputs, targets
+
+    return preprocess

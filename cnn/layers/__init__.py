@@ -1,8 +1,12 @@
-"""Pure Linen building blocks; every module's ``__call__`` takes ``(x, train)``."""
+"""Pure Linen building blocks; every module's ``__call__`` takes ``(x, train)``.
+
+Every block uses plain Flax/lax ops and takes its conv (and norm, activation) as injected fields;
+``cnn.layers.cpu_kernels`` holds the faster CPU formulations the training loop can inject.
+"""
 
 from cnn.layers.conv import ConvNormAct, conv_output_size, he_normal_fan_out, to_padding, to_tuple
 from cnn.layers.head import ClassifierHead
-from cnn.layers.norm import BatchNorm
+from cnn.layers.norm import BatchNorm, batch_norm
 from cnn.layers.pooling import (
     adaptive_avg_pool,
     avg_pool,
@@ -17,6 +21,7 @@ from cnn.layers.separable import DepthwiseConv, SeparableConv
 __all__ = [
     "BasicBlock",
     "BatchNorm",
+    "batch_norm",
     "Bottleneck",
     "ClassifierHead",
     "ConvNormAct",
@@ -37,12 +42,10 @@ __all__ = [
     "zero_pad_shortcut",
 ]
 
-# Model zoo II blocks (issue 7).
 from cnn.layers.activations import gelu_exact, hard_sigmoid, hard_swish, relu6, swish
 from cnn.layers.ceil_pool import ceil_mode_padding, max_pool_ceil
 from cnn.layers.convnext import ConvNeXtBlock, ConvNeXtDownsample
 from cnn.layers.densenet import DenseBlock, DenseLayer, Transition
-from cnn.layers.depthwise import DEPTHWISE_IMPLS, conv_module, depthwise_conv_general_dilated
 from cnn.layers.drop_path import DropPath
 from cnn.layers.fire import Fire
 from cnn.layers.inception import InceptionAux, InceptionModule
@@ -53,7 +56,6 @@ from cnn.layers.vit import EncoderBlock, Mlp, PatchEmbedding, SelfAttention
 __all__ += [
     "ConvNeXtBlock",
     "ConvNeXtDownsample",
-    "DEPTHWISE_IMPLS",
     "DenseBlock",
     "DenseLayer",
     "DropPath",
@@ -74,8 +76,6 @@ __all__ += [
     "SqueezeExcite",
     "Transition",
     "ceil_mode_padding",
-    "conv_module",
-    "depthwise_conv_general_dilated",
     "gelu_exact",
     "hard_sigmoid",
     "hard_swish",

@@ -26,7 +26,7 @@ class ConvNeXtBlock(nn.Module):
     """``x + drop_path(gamma * pw2(gelu(pw1(LN(dw7x7(x))))))``, channels kept.
 
     ``layer_scale_init`` is the initial per-channel ``gamma`` (``None`` removes it).
-    ``conv`` builds the depthwise conv (see ``cnn.layers.depthwise`` for other formulations).
+    ``conv`` builds the depthwise conv (``nn.Conv``; see ``cnn.layers.cpu_kernels``).
     """
 
     kernel_size: int = 7
@@ -59,10 +59,11 @@ class ConvNeXtDownsample(nn.Module):
 
     features: int
     epsilon: float = 1e-6
+    conv: ModuleDef = nn.Conv
     dtype: Optional[Dtype] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name="norm")(x)
-        return nn.Conv(self.features, (2, 2), strides=(2, 2), padding="VALID", kernel_init=convnext_init,
+        return self.conv(self.features, (2, 2), strides=(2, 2), padding="VALID", kernel_init=convnext_init,
                        dtype=self.dtype, param_dtype=jnp.float32, name="conv")(x)

@@ -8,6 +8,7 @@ reductions itself.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence
 
 import jax
@@ -76,3 +77,12 @@ class BatchNorm(nn.Module):
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
         return y.astype(self.dtype or x.dtype)
+
+
+def batch_norm(model: Any) -> Any:
+    """The BatchNorm of a model with BatchNorm fields: ``bn_momentum``, ``bn_epsilon`` and ``axis_name``.
+
+    Every zoo model with BatchNorm has these three fields and builds its norm layers with this, so
+    the statistics of every layer follow the model's fields (and under ``pmap`` its ``axis_name``).
+    """
+    return functools.partial(BatchNorm, momentum=model.bn_momentum, epsilon=model.bn_epsilon, axis_name=model.axis_name)

@@ -18,6 +18,7 @@ from cnn.layers.activations import gelu_exact
 from cnn.layers.drop_path import DropPath
 
 Dtype = Any
+ModuleDef = Any
 
 vit_init = nn.initializers.truncated_normal(0.02)
 
@@ -27,6 +28,7 @@ class PatchEmbedding(nn.Module):
 
     patch_size: int = 16
     dim: int = 768
+    conv: ModuleDef = nn.Conv
     dtype: Optional[Dtype] = None
 
     @nn.compact
@@ -35,7 +37,7 @@ class PatchEmbedding(nn.Module):
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(f"image {height}x{width} is not a multiple of patch_size={self.patch_size}")
         p = self.patch_size
-        x = nn.Conv(self.dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, param_dtype=jnp.float32,
+        x = self.conv(self.dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, param_dtype=jnp.float32,
                     name="proj")(x)
         return x.reshape((x.shape[0], -1, self.dim))
 

@@ -12,21 +12,24 @@ from cnn.layers import ConvNormAct, adaptive_avg_pool, flatten, max_pool
 from cnn.models.registry import register
 
 Dtype = Any
+ModuleDef = Any
 
 
 class AlexNet(nn.Module):
     """Five convs (64@11x11/4, 192@5x5, 384, 256, 256 @3x3), adaptive pool to 6x6, 4096-4096-classes.
 
     61,100,840 parameters for 1000 classes. Dropout precedes the two hidden dense layers.
+    ``num_classes=0`` returns the 4096 features of the second hidden layer.
     """
 
     num_classes: int = 1000
     drop_rate: float = 0.5
+    conv: ModuleDef = nn.Conv
     dtype: Optional[Dtype] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = functools.partial(ConvNormAct, norm=None, dtype=self.dtype)
+        conv = functools.partial(ConvNormAct, norm=None, conv=self.conv, dtype=self.dtype)
         x = conv(64, 11, strides=4, padding=2, name="conv1")(x, train)
         x = max_pool(x, 3, 2)
         x = conv(192, 5, padding=2, name="conv2")(x, train)
@@ -39,6 +42,8 @@ class AlexNet(nn.Module):
         for i in range(2):
             x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
             x = nn.relu(nn.Dense(4096, dtype=self.dtype, name=f"fc{i + 1}")(x))
+        if self.num_classes == 0:
+            return x
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc3")(x)
 
 

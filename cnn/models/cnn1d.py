@@ -4,17 +4,17 @@ blocks), global pooling over time, dropout, fc."""
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cnn.layers import BatchNorm, ConvNormAct, global_avg_pool, global_max_pool, max_pool
+from cnn.layers import ConvNormAct, batch_norm, global_avg_pool, global_max_pool, max_pool
 from cnn.models.registry import register
 
 Dtype = Any
+ModuleDef = Any
 
 
 class CNN1D(nn.Module):
@@ -34,8 +34,11 @@ class CNN1D(nn.Module):
     pool: str = "max"
     batch_norm: bool = True
     drop_rate: float = 0.0
+    conv: ModuleDef = nn.Conv
+    max_pool: Callable[..., jax.Array] = max_pool
     axis_name: Optional[str] = None
     bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
     dtype: Optional[Dtype] = None
 
     @nn.compact
@@ -51,11 +54,11 @@ class CNN1D(nn.Module):
             x = x[..., None]
         if x.ndim != 3:
             raise ValueError(f"CNN1D expects [N, L, C] or [N, L]; got shape {x.shape}")
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, axis_name=self.axis_name)
+        norm = batch_norm(self) if self.batch_norm else None
         for i, width in enumerate(self.widths):
             if i > 0:
-                x = max_pool(x, 2)
-            x = ConvNormAct(width, self.kernel_size, padding=self.kernel_size // 2, norm=norm if self.batch_norm else None,
+                x = self.max_pool(x, 2)
+            x = ConvNormAct(width, self.kernel_size, padding=self.kernel_size // 2, norm=norm, conv=self.conv,
                             dtype=self.dtype, name=f"conv{i + 1}")(x, train)
         x = global_max_pool(x) if self.pool == "max" else global_avg_pool(x)
         if self.num_classes == 0:

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from cnn.layers.convnext import ConvNeXtBlock, ConvNeXtDownsample, convnext_init
-from cnn.layers.depthwise import conv_module
 from cnn.layers.pooling import global_avg_pool
 from cnn.models.registry import register
 
 Dtype = Any
+ModuleDef = Any
 
 
 class ConvNeXt(nn.Module):
@@ -24,9 +24,7 @@ class ConvNeXt(nn.Module):
       drop_path_rate: stochastic depth of the last block; block ``i`` of ``n`` gets ``rate * i / (n - 1)``.
       layer_scale_init: initial layer-scale value (``None`` removes layer scale).
       drop_rate: dropout before the classifier (torchvision has none; 0 by default).
-      depthwise_impl: formulation of the 7x7 depthwise convs (``cnn.layers.depthwise``; ``"auto"``,
-        ``"xla"`` or ``"shifted"``).
-      axis_name: unused (no BatchNorm); kept so every zoo model has the same fields.
+      conv: the module of every conv (``nn.Conv``; see ``cnn.layers.cpu_kernels``).
     """
 
     depths: Sequence[int] = (3, 3, 9, 3)
@@ -35,25 +33,23 @@ class ConvNeXt(nn.Module):
     drop_path_rate: float = 0.1
     layer_scale_init: Optional[float] = 1e-6
     drop_rate: float = 0.0
-    depthwise_impl: str = "auto"
-    axis_name: Optional[str] = None
+    conv: ModuleDef = nn.Conv
     dtype: Optional[Dtype] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if len(self.depths) != len(self.widths):
             raise ValueError(f"depths={tuple(self.depths)} and widths={tuple(self.widths)} differ in length")
-        conv = conv_module(self.depthwise_impl)
-        x = nn.Conv(self.widths[0], (4, 4), strides=(4, 4), padding="VALID", kernel_init=convnext_init,
+        x = self.conv(self.widths[0], (4, 4), strides=(4, 4), padding="VALID", kernel_init=convnext_init,
                     dtype=self.dtype, param_dtype=jnp.float32, name="stem")(x)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="stem_norm")(x)
         total, index = sum(self.depths), 0
         for stage, (depth, width) in enumerate(zip(self.depths, self.widths)):
             if stage > 0:
-                x = ConvNeXtDownsample(width, dtype=self.dtype, name=f"downsample{stage}")(x, train)
+                x = ConvNeXtDownsample(width, conv=self.conv, dtype=self.dtype, name=f"downsample{stage}")(x, train)
             for block in range(depth):
                 rate = self.drop_path_rate * index / max(total - 1, 1)
-                x = ConvNeXtBlock(layer_scale_init=self.layer_scale_init, drop_path_rate=rate, conv=conv,
+                x = ConvNeXtBlock(layer_scale_init=self.layer_scale_init, drop_path_rate=rate, conv=self.conv,
                                   dtype=self.dtype, name=f"stage{stage + 1}_block{block + 1}")(x, train)
                 index += 1
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="head_norm")(global_avg_pool(x))

@@ -8,11 +8,12 @@ from typing import Any, Optional, Sequence
 import jax
 from flax import linen as nn
 
-from cnn.layers import BatchNorm, ClassifierHead, ConvNormAct, max_pool
+from cnn.layers import ClassifierHead, ConvNormAct, batch_norm, max_pool
 from cnn.layers.densenet import DenseBlock, Transition
 from cnn.models.registry import register
 
 Dtype = Any
+ModuleDef = Any
 
 
 class DenseNet(nn.Module):
@@ -39,6 +40,7 @@ class DenseNet(nn.Module):
     compression: float = 0.5
     drop_rate: float = 0.0
     new_first: bool = False
+    conv: ModuleDef = nn.Conv
     axis_name: Optional[str] = None
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
@@ -46,21 +48,21 @@ class DenseNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon, axis_name=self.axis_name)
+        norm = batch_norm(self)
         if self.stem == "imagenet":
-            x = ConvNormAct(self.stem_width, 7, 2, padding=3, use_bias=False, norm=norm, dtype=self.dtype,
-                            name="stem")(x, train)
+            x = ConvNormAct(self.stem_width, 7, 2, padding=3, use_bias=False, norm=norm, conv=self.conv,
+                            dtype=self.dtype, name="stem")(x, train)
             x = max_pool(x, 3, 2, padding=1)
         elif self.stem == "cifar":
-            x = ConvNormAct(self.stem_width, 3, padding=1, use_bias=False, norm=None, act=None, dtype=self.dtype,
-                            name="stem")(x, train)
+            x = ConvNormAct(self.stem_width, 3, padding=1, use_bias=False, norm=None, act=None, conv=self.conv,
+                            dtype=self.dtype, name="stem")(x, train)
         else:
             raise ValueError(f"stem={self.stem!r}; expected 'imagenet' or 'cifar'")
         for i, num_layers in enumerate(self.block_sizes):
             x = DenseBlock(num_layers, self.growth_rate, self.bn_size, self.drop_rate, new_first=self.new_first,
-                           norm=norm, dtype=self.dtype, name=f"block{i + 1}")(x, train)
+                           norm=norm, conv=self.conv, dtype=self.dtype, name=f"block{i + 1}")(x, train)
             if i < len(self.block_sizes) - 1:
-                x = Transition(int(x.shape[-1] * self.compression), norm=norm, dtype=self.dtype,
+                x = Transition(int(x.shape[-1] * self.compression), norm=norm, conv=self.conv, dtype=self.dtype,
                                name=f"transition{i + 1}")(x, train)
         x = nn.relu(norm(dtype=self.dtype, name="final_norm")(x, train=train))
         return ClassifierHead(self.num_classes, pool="avg", dtype=self.dtype, name="head")(x, train)

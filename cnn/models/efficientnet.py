@@ -19,13 +19,13 @@ from typing import Any, Optional, Sequence, Tuple
 import jax
 from flax import linen as nn
 
-from cnn.layers import BatchNorm, ClassifierHead, ConvNormAct
+from cnn.layers import ClassifierHead, ConvNormAct, batch_norm
 from cnn.layers.activations import swish
-from cnn.layers.depthwise import conv_module
 from cnn.layers.mbconv import InvertedResidual, make_divisible
 from cnn.models.registry import register
 
 Dtype = Any
+ModuleDef = Any
 
 # B0: (expansion, kernel, first stride, input channels, output channels, repeats) of each stage.
 B0_STAGES = (
@@ -61,8 +61,7 @@ class EfficientNet(nn.Module):
     """Swish stem (3x3/2), seven MBConv stages, 1x1 conv to ``4 x`` the last width, pool, dropout, fc.
 
     ``width`` and ``depth`` scale ``stages`` (``B0_STAGES``); registry variants set them from ``SCALING``.
-    ``depthwise_impl`` picks the depthwise formulation (``cnn.layers.depthwise``: ``"auto"``, ``"xla"``,
-    ``"shifted"``).
+    ``conv`` is the module of every conv (``nn.Conv``; see ``cnn.layers.cpu_kernels``).
     """
 
     num_classes: int = 1000
@@ -71,7 +70,7 @@ class EfficientNet(nn.Module):
     stages: Sequence[Tuple[int, int, int, int, int, int]] = B0_STAGES
     drop_rate: float = 0.2
     drop_path_rate: float = 0.2
-    depthwise_impl: str = "auto"
+    conv: ModuleDef = nn.Conv
     axis_name: Optional[str] = None
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
@@ -79,10 +78,10 @@ class EfficientNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon, axis_name=self.axis_name)
-        conv = conv_module(self.depthwise_impl)
+        norm, conv = batch_norm(self), self.conv
         stem_width = round_filters(self.stages[0][3], self.width)
-        x = ConvNormAct(stem_width, 3, 2, padding=1, use_bias=False, norm=norm, act=swish, dtype=self.dtype,
+        x = ConvNormAct(stem_width, 3, 2, padding=1, use_bias=False, norm=norm, act=swish, conv=conv,
+                        dtype=self.dtype,
                         name="stem")(x, train)
         total = sum(round_repeats(stage[5], self.depth) for stage in self.stages)
         index = 0
@@ -97,7 +96,8 @@ class EfficientNet(nn.Module):
                     name=f"stage{stage_index + 1}_block{i + 1}",
                 )(x, train)
                 index += 1
-        x = ConvNormAct(4 * x.shape[-1], 1, padding=0, use_bias=False, norm=norm, act=swish, dtype=self.dtype,
+        x = ConvNormAct(4 * x.shape[-1], 1, padding=0, use_bias=False, norm=norm, act=swish, conv=conv,
+                        dtype=self.dtype,
                         name="last_conv")(x, train)
         return ClassifierHead(self.num_classes, pool="avg", drop_rate=self.drop_rate, dtype=self.dtype, name="head")(
             x, train

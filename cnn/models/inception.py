@@ -9,20 +9,20 @@ they are skipped, as torchvision does.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cnn.layers import BatchNorm, ClassifierHead, ConvNormAct, max_pool
+from cnn.layers import ClassifierHead, batch_norm, max_pool
 from cnn.layers.ceil_pool import max_pool_ceil
 from cnn.layers.inception import InceptionAux, InceptionModule, basic_conv
 from cnn.layers.inception_v3 import InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV3Aux
 from cnn.models.registry import register
 
 Dtype = Any
+ModuleDef = Any
 
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) of each GoogLeNet Inception module.
 GOOGLENET_MODULES = {
@@ -51,6 +51,7 @@ class GoogLeNet(nn.Module):
     drop_rate: float = 0.2
     aux_drop_rate: float = 0.7
     second_kernel: int = 3
+    conv: ModuleDef = nn.Conv
     axis_name: Optional[str] = None
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-3
@@ -58,8 +59,8 @@ class GoogLeNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon, axis_name=self.axis_name)
-        unit = basic_conv(norm, nn.Conv, self.dtype)
+        norm = batch_norm(self)
+        unit = basic_conv(norm, self.conv, self.dtype)
         x = unit(64, 7, 2, padding=3, name="conv1")(x, train)
         x = max_pool_ceil(x, 3, 2)
         x = unit(64, 1, padding=0, name="conv2")(x, train)
@@ -69,10 +70,10 @@ class GoogLeNet(nn.Module):
         for key, widths in GOOGLENET_MODULES.items():
             if key in ("4a", "5a"):
                 x = max_pool_ceil(x, 3 if key == "4a" else 2, 2)
-            x = InceptionModule(*widths, second_kernel=self.second_kernel, norm=norm, dtype=self.dtype,
+            x = InceptionModule(*widths, second_kernel=self.second_kernel, norm=norm, conv=self.conv, dtype=self.dtype,
                                 name=f"inception{key}")(x, train)
             if run_aux and key in ("4a", "4d"):
-                aux = InceptionAux(self.num_classes, self.aux_drop_rate, norm=norm, dtype=self.dtype,
+                aux = InceptionAux(self.num_classes, self.aux_drop_rate, norm=norm, conv=self.conv, dtype=self.dtype,
                                    name=f"aux{1 if key == '4a' else 2}")(x, train)
                 if not self.is_initializing():
                     self.sow("intermediates", "aux_logits", aux)
@@ -92,6 +93,7 @@ class InceptionV3(nn.Module):
     num_classes: int = 1000
     aux_logits: bool = True
     drop_rate: float = 0.5
+    conv: ModuleDef = nn.Conv
     axis_name: Optional[str] = None
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-3
@@ -99,9 +101,9 @@ class InceptionV3(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon, axis_name=self.axis_name)
-        unit = functools.partial(ConvNormAct, use_bias=False, norm=norm, dtype=self.dtype)
-        block = dict(norm=norm, dtype=self.dtype)
+        norm = batch_norm(self)
+        unit = basic_conv(norm, self.conv, self.dtype)
+        block = dict(norm=norm, conv=self.conv, dtype=self.dtype)
         x = unit(32, 3, 2, padding=0, name="Conv2d_1a_3x3")(x, train)
         x = unit(32, 3, padding=0, name="Conv2d_2a_3x3")(x, train)
         x = unit(64, 3, padding=1, name="Conv2d_2b_3x3")(x, train)

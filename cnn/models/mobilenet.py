@@ -1,9 +1,8 @@
 """MobileNet v1 (Howard et al. 2017), v2 (Sandler et al. 2018, torchvision) and v3 (Howard et al.
 2019, torchvision), plus kuangliu/pytorch-cifar's CIFAR MobileNetV2.
 
-Every model has ``depthwise_impl``, the formulation of its depthwise convs (``cnn.layers.depthwise``):
-``"auto"`` (the default: shifted slices on CPU, XLA's grouped conv elsewhere), ``"xla"`` or
-``"shifted"``; parameters are the same and outputs equal up to float32 rounding.
+Every conv, the depthwise ones included, is the model's ``conv`` module (``nn.Conv``; the training
+loop injects ``cnn.layers.cpu_kernels.CpuConv`` on the CPU, whose depthwise path XLA runs faster).
 """
 
 from __future__ import annotations
@@ -14,13 +13,13 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import jax
 from flax import linen as nn
 
-from cnn.layers import BatchNorm, ClassifierHead, ConvNormAct, SeparableConv
+from cnn.layers import ClassifierHead, ConvNormAct, SeparableConv, batch_norm
 from cnn.layers.activations import hard_sigmoid, hard_swish, relu6
-from cnn.layers.depthwise import conv_module
 from cnn.layers.mbconv import InvertedResidual, make_divisible
 from cnn.models.registry import register
 
 Dtype = Any
+ModuleDef = Any
 
 # MobileNet v1: (output channels, stride) of each depthwise-separable layer after the 32-channel stem.
 V1_LAYERS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)) + ((512, 1),) * 5 + ((1024, 2), (1024, 1))
@@ -47,10 +46,6 @@ V3_SMALL = (
 )
 
 
-def _norm(model) -> Callable[..., nn.Module]:
-    return functools.partial(BatchNorm, momentum=model.bn_momentum, epsilon=model.bn_epsilon, axis_name=model.axis_name)
-
-
 class MobileNetV1(nn.Module):
     """3x3/2 conv (32), 13 depthwise-separable layers, global pool, dropout, fc; 4,231,976 parameters.
 
@@ -60,7 +55,7 @@ class MobileNetV1(nn.Module):
     num_classes: int = 1000
     width_multiplier: float = 1.0
     drop_rate: float = 0.0
-    depthwise_impl: str = "auto"
+    conv: ModuleDef = nn.Conv
     axis_name: Optional[str] = None
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
@@ -68,9 +63,10 @@ class MobileNetV1(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        norm, conv = _norm(self), conv_module(self.depthwise_impl)
+        norm, conv = batch_norm(self), self.conv
         width = lambda c: max(int(c * self.width_multiplier), 1)  # noqa: E731
-        x = ConvNormAct(width(32), 3, 2, padding=1, use_bias=False, norm=norm, dtype=self.dtype, name="stem")(x, train)
+        x = ConvNormAct(width(32), 3, 2, padding=1, use_bias=False, norm=norm, conv=conv, dtype=self.dtype,
+                        name="stem")(x, train)
         for i, (channels, stride) in enumerate(V1_LAYERS):
             x = SeparableConv(width(channels), 3, stride, padding=1, norm=norm, conv=conv, dtype=self.dtype,
                               name=f"layer{i + 1}")(x, train)
@@ -98,7 +94,7 @@ class MobileNetV2(nn.Module):
     always_expand: bool = False
     shortcut: str = "identity"
     drop_rate: float = 0.2
-    depthwise_impl: str = "auto"
+    conv: ModuleDef = nn.Conv
     axis_name: Optional[str] = None
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
@@ -106,8 +102,8 @@ class MobileNetV2(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        norm, conv = _norm(self), conv_module(self.depthwise_impl)
-        unit = functools.partial(ConvNormAct, use_bias=False, norm=norm, act=self.act, dtype=self.dtype)
+        norm, conv = batch_norm(self), self.conv
+        unit = functools.partial(ConvNormAct, use_bias=False, norm=norm, act=self.act, conv=conv, dtype=self.dtype)
         x = unit(make_divisible(32 * self.width_multiplier), 3, self.stem_strides, padding=1, name="stem")(x, train)
         index = 0
         for expansion, channels, repeats, stride in self.stages:
@@ -138,7 +134,7 @@ class MobileNetV3(nn.Module):
     num_classes: int = 1000
     width_multiplier: float = 1.0
     drop_rate: float = 0.2
-    depthwise_impl: str = "auto"
+    conv: ModuleDef = nn.Conv
     axis_name: Optional[str] = None
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
@@ -146,9 +142,10 @@ class MobileNetV3(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        norm, conv = _norm(self), conv_module(self.depthwise_impl)
+        norm, conv = batch_norm(self), self.conv
         adjust = lambda c: make_divisible(c * self.width_multiplier)  # noqa: E731
-        x = ConvNormAct(adjust(16), 3, 2, padding=1, use_bias=False, norm=norm, act=hard_swish, dtype=self.dtype,
+        x = ConvNormAct(adjust(16), 3, 2, padding=1, use_bias=False, norm=norm, act=hard_swish, conv=conv,
+                        dtype=self.dtype,
                         name="stem")(x, train)
         for i, (kernel, expanded, out, use_se, use_hs, stride) in enumerate(self.blocks):
             expanded = adjust(expanded)
@@ -157,7 +154,8 @@ class MobileNetV3(nn.Module):
                 se_squeeze=make_divisible(expanded // 4) if use_se else None, se_gate=hard_sigmoid,
                 norm=norm, conv=conv, dtype=self.dtype, name=f"block{i + 1}",
             )(x, train)
-        x = ConvNormAct(6 * x.shape[-1], 1, padding=0, use_bias=False, norm=norm, act=hard_swish, dtype=self.dtype,
+        x = ConvNormAct(6 * x.shape[-1], 1, padding=0, use_bias=False, norm=norm, act=hard_swish, conv=conv,
+                        dtype=self.dtype,
                         name="last_conv")(x, train)
         return ClassifierHead(self.num_classes, pool="avg", hidden=(adjust(self.last_width),),
                               drop_rate=self.drop_rate, dropout_first=False, act=hard_swish, dtype=self.dtype,

@@ -100,3 +100,18 @@ def _check_types(name: str, factory: Callable[..., nn.Module], overrides: Dict[s
 def input_shape(name: str) -> Tuple[int, ...]:
     """The input shape (no batch axis) model ``name`` is usually fed, e.g. ``(224, 224, 3)``."""
     return entry(name).input_shape
+
+
+def from_config(model_config: Any, *, num_classes: int, dtype: Any = None) -> nn.Module:
+    """The model a config's ``model`` group names: ``name`` with its ``overrides`` (any module field).
+
+    The class count comes from the data, so ``overrides.num_classes`` is refused; ``dtype`` (the compute
+    dtype) is set unless the overrides set it.
+    """
+    overrides = dict(model_config.get("overrides", {}) or {})
+    if "num_classes" in overrides:
+        raise ValueError(f"model.overrides.num_classes={overrides['num_classes']!r}: the class count comes from the "
+                         f"dataset ({num_classes} classes); remove the override")
+    if dtype is not None:
+        overrides.setdefault("dtype", dtype)
+    return create(model_config.name, num_classes=num_classes, **overrides)

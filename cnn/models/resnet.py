@@ -11,12 +11,12 @@ from flax import linen as nn
 
 from cnn.layers import (
     BasicBlock,
-    BatchNorm,
     Bottleneck,
     ClassifierHead,
     ConvNormAct,
     PreActBlock,
     PreActBottleneck,
+    batch_norm,
     max_pool,
 )
 from cnn.models.registry import register
@@ -36,7 +36,9 @@ class ResNet(nn.Module):
       groups, base_width: ResNeXt cardinality and width per group; Wide ResNet is ``base_width=128``.
       shortcut: ``"projection"`` (1x1 conv + norm) or ``"zero_pad"`` (parameter-free, option A).
       zero_init_last: start each residual branch's last norm scale at zero.
-      axis_name: pmap axis for cross-replica BatchNorm.
+      conv: the conv module of every conv (``nn.Conv``; see ``cnn.layers.cpu_kernels``).
+      axis_name, bn_momentum, bn_epsilon: the BatchNorm (``cnn.layers.batch_norm``); ``axis_name`` is the
+        pmap axis of cross-replica statistics.
     """
 
     stage_sizes: Sequence[int]
@@ -50,27 +52,28 @@ class ResNet(nn.Module):
     shortcut: str = "projection"
     zero_init_last: bool = True
     drop_rate: float = 0.0
+    act: Callable[[jax.Array], jax.Array] = nn.relu
+    conv: ModuleDef = nn.Conv
     axis_name: Optional[str] = None
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
-    act: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: Optional[Dtype] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if len(self.widths) != len(self.stage_sizes):
             raise ValueError(f"widths={tuple(self.widths)} and stage_sizes={tuple(self.stage_sizes)} differ in length")
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon, axis_name=self.axis_name)
+        norm = batch_norm(self)
         pre_activation = self.block in (PreActBlock, PreActBottleneck)
         stem_norm = None if pre_activation else norm
         stem_act = None if pre_activation else self.act
         if self.stem == "imagenet":
             x = ConvNormAct(self.stem_width, 7, 2, padding=3, norm=stem_norm, act=stem_act, use_bias=False,
-                            dtype=self.dtype, name="stem")(x, train)
+                            conv=self.conv, dtype=self.dtype, name="stem")(x, train)
             x = max_pool(x, 3, 2, padding=1)
         elif self.stem == "cifar":
             x = ConvNormAct(self.stem_width, 3, 1, padding=1, norm=stem_norm, act=stem_act, use_bias=False,
-                            dtype=self.dtype, name="stem")(x, train)
+                            conv=self.conv, dtype=self.dtype, name="stem")(x, train)
         else:
             raise ValueError(f"stem={self.stem!r}; expected 'imagenet' or 'cifar'")
 
@@ -85,6 +88,7 @@ class ResNet(nn.Module):
                     zero_init_last=self.zero_init_last,
                     norm=norm,
                     act=self.act,
+                    conv=self.conv,
                     dtype=self.dtype,
                     name=f"stage{stage + 1}_block{index + 1}",
                 )(x, train)

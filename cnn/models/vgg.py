@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 from flax import linen as nn
 
-from cnn.layers import BatchNorm, ClassifierHead, ConvNormAct, adaptive_avg_pool, max_pool
+from cnn.layers import ClassifierHead, ConvNormAct, adaptive_avg_pool, batch_norm, max_pool
 from cnn.models.registry import register
 
 Dtype = Any
+ModuleDef = Any
 
 # Channels of each 3x3 conv; "M" is a 2x2 max pool.
 VGG_LAYERS = {
@@ -35,22 +36,24 @@ class VGG(nn.Module):
     pool_size: Optional[int] = 7
     hidden: Sequence[int] = (4096, 4096)
     drop_rate: float = 0.5
+    conv: ModuleDef = nn.Conv
+    max_pool: Callable[..., jax.Array] = max_pool
     axis_name: Optional[str] = None
     bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
     dtype: Optional[Dtype] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, axis_name=self.axis_name)
+        norm = batch_norm(self) if self.batch_norm else None
         index = 0
         for item in self.layers:
             if item == "M":
-                x = max_pool(x, 2)
+                x = self.max_pool(x, 2)
                 continue
             index += 1
             x = ConvNormAct(
-                int(item), 3, padding=1, use_bias=True, norm=norm if self.batch_norm else None,
-                dtype=self.dtype, name=f"conv{index}",
+                int(item), 3, padding=1, use_bias=True, norm=norm, conv=self.conv, dtype=self.dtype, name=f"conv{index}",
             )(x, train)
         if self.pool_size is None:
             return ClassifierHead(

@@ -8,16 +8,16 @@ height and width alike, as in torchvision.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional, Sequence
 
 import jax
 from flax import linen as nn
 
-from cnn.layers import BasicBlock, BatchNorm, ClassifierHead, ConvNormAct
+from cnn.layers import BasicBlock, ClassifierHead, ConvNormAct, batch_norm
 from cnn.models.registry import register
 
 Dtype = Any
+ModuleDef = Any
 
 
 class VideoResNet(nn.Module):
@@ -33,6 +33,7 @@ class VideoResNet(nn.Module):
     stem_width: int = 64
     zero_init_last: bool = False
     drop_rate: float = 0.0
+    conv: ModuleDef = nn.Conv
     axis_name: Optional[str] = None
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
@@ -42,13 +43,13 @@ class VideoResNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if x.ndim != 5:
             raise ValueError(f"VideoResNet expects clips [N, T, H, W, C]; got shape {x.shape}")
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon, axis_name=self.axis_name)
+        norm = batch_norm(self)
         x = ConvNormAct(self.stem_width, (3, 7, 7), (1, 2, 2), padding=(1, 3, 3), use_bias=False, norm=norm,
-                        dtype=self.dtype, name="stem")(x, train)
+                        conv=self.conv, dtype=self.dtype, name="stem")(x, train)
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for index in range(num_blocks):
                 x = BasicBlock(width, strides=2 if stage > 0 and index == 0 else 1, zero_init_last=self.zero_init_last,
-                               norm=norm, dtype=self.dtype, name=f"stage{stage + 1}_block{index + 1}")(x, train)
+                               norm=norm, conv=self.conv, dtype=self.dtype, name=f"stage{stage + 1}_block{index + 1}")(x, train)
         return ClassifierHead(self.num_classes, pool="avg", drop_rate=self.drop_rate, dtype=self.dtype, name="head")(
             x, train
         )

@@ -19,6 +19,7 @@ from cnn.layers.vit import EncoderBlock, PatchEmbedding, vit_init
 from cnn.models.registry import register
 
 Dtype = Any
+ModuleDef = Any
 
 
 class VisionTransformer(nn.Module):
@@ -27,7 +28,7 @@ class VisionTransformer(nn.Module):
       drop_rate: dropout after the position embedding, in attention/MLP outputs, and before the head.
       attention_drop_rate: dropout on the attention weights.
       drop_path_rate: stochastic depth, rising linearly over the blocks from 0 to this value.
-      axis_name: unused (no BatchNorm); kept so every zoo model has the same fields.
+      conv: the module of the patch embedding's conv (``nn.Conv``).
     """
 
     num_classes: int = 1000
@@ -39,12 +40,12 @@ class VisionTransformer(nn.Module):
     drop_rate: float = 0.0
     attention_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
-    axis_name: Optional[str] = None
+    conv: ModuleDef = nn.Conv
     dtype: Optional[Dtype] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = PatchEmbedding(self.patch_size, self.dim, dtype=self.dtype, name="patch_embed")(x, train)
+        x = PatchEmbedding(self.patch_size, self.dim, conv=self.conv, dtype=self.dtype, name="patch_embed")(x, train)
         cls_token = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, self.dim), jnp.float32)
         x = jnp.concatenate([jnp.broadcast_to(cls_token, (x.shape[0], 1, self.dim)).astype(x.dtype), x], axis=1)
         pos_embed = self.param("pos_embed", vit_init, (1, x.shape[1], self.dim), jnp.float32)

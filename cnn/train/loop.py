@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import cnn.models
+from cnn.data.chain import preprocessing
+from cnn.layers import cpu_kernels
 from cnn.train import optim
 from cnn.train.parallel import Parallel
 from cnn.train.state import create_train_state
@@ -75,33 +77,14 @@ def _dtype(name: str):
     return DTYPES[name]
 
 
-def make_preprocess(augment: str, *, num_classes: int, mean, std, training: bool):
-    """An on-device ``(key, images, labels) -> (inputs, one-hot or soft targets)`` from a chain string."""
-    from cnn.data import chain
-
-    parsed = chain.parse(augment if training else "", num_classes=num_classes, mean=mean, std=std)
-
-    def preprocess(key, images, labels):
-        if key is None:
-            key = jax.random.PRNGKey(0)
-        inputs, targets = parsed(key, images, labels)
-        if targets.ndim == 1:
-            targets = jax.nn.one_hot(targets, num_classes, dtype=jnp.float32)
-        return inputs, targets
-
-    return preprocess
-
-
 def build_model(config: Any, num_classes: int, parallel: Parallel):
-    """The model named by ``config.model.name`` with the compute dtype and, if it has BatchNorm, the pmap axis."""
-    overrides = dict(config.model.get("overrides", {}) or {})
-    if "num_classes" in overrides:
-        raise ValueError(f"model.overrides.num_classes={overrides['num_classes']!r}: the class count comes from the "
-                         f"dataset ({num_classes} classes); remove the override")
-    overrides.setdefault("dtype", _dtype(config.training.get("dtype", "float32")))
-    model = cnn.models.create(config.model.name, num_classes=num_classes, **overrides)
-    if parallel.model_axis_name and hasattr(model, "axis_name"):
+    """The model of ``config.model`` with the compute dtype, the pmap axis of its BatchNorm and, when
+    ``config.model.cpu_kernels`` says so, the CPU kernels: the one place a run's model is made."""
+    model = cnn.models.from_config(config.model, num_classes=num_classes, dtype=_dtype(config.training.dtype))
+    if parallel.model_axis_name and "axis_name" in {f.name for f in dataclasses.fields(model)}:
         model = model.clone(axis_name=parallel.model_axis_name)
+    if cpu_kernels.enabled(config.model.cpu_kernels):
+        model = cpu_kernels.use_cpu_kernels(model)
     return model
 
 
@@ -184,7 +167,8 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
     if not os.access(workdir, os.W_OK):
         raise RunError(f"workdir {workdir} is not writable; choose another --workdir")
     training = config.training
-    parallel = Parallel(config.get("parallel", "single"), per_device_batch_norm=bool(training.get("per_device_batch_norm", False)))
+    parallel = Parallel(config.parallel, per_device_batch_norm=bool(training.per_device_batch_norm),
+                        compiler_options=cpu_kernels.compiler_options() if cpu_kernels.enabled(config.model.cpu_kernels) else {})
     global_batch = training.batch_size
     parallel.check_batch(global_batch)
     parallel.check_batch(training.get("eval_batch_size") or global_batch, "training.eval_batch_size")
@@ -206,8 +190,8 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
     mean, std = (train_source.mean, train_source.std) if config.data.get("normalize", "dataset") == "dataset" else (None, None)
     augment = config.data.get("augment", "") or ""
     options = StepOptions(
-        preprocess=make_preprocess(augment, num_classes=num_classes, mean=mean, std=std, training=True),
-        eval_preprocess=make_preprocess("", num_classes=num_classes, mean=mean, std=std, training=False),
+        preprocess=preprocessing(augment, num_classes=num_classes, mean=mean, std=std),
+        eval_preprocess=preprocessing("", num_classes=num_classes, mean=mean, std=std),
         label_smoothing=float(training.get("label_smoothing", 0.0)),
         l2=float(training.get("l2", 0.0)),
         l2_mask=optim.decay_mask,

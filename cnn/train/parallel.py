@@ -11,14 +11,12 @@
   collectives and BatchNorm sees the global batch. Multi-host ready: each process feeds its
   own rows through ``jax.make_array_from_process_local_data``.
 
-On the CPU every step compiles with ``cpu_compiler_options()`` (XLA's reductions through YNNPACK, its
-convolutions and matrix products through Eigen: 1.8x the seed network's training throughput, see
-docs/performance.md) where this jaxlib knows the option; ``compiler_options={}`` turns it off.
+Steps compile with the XLA ``compiler_options`` given (none by default); the training loop passes
+``cnn.layers.cpu_kernels.compiler_options()`` when the CPU kernels are on.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Dict, Optional
 
 import jax
@@ -29,27 +27,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 MODES = ("single", "pmap", "sharded")
 AXIS_NAME = "batch"  # the pmap axis
 MESH_AXIS = "data"  # the mesh axis of data parallelism
-
-# XLA CPU: reductions (pooling gradients, BatchNorm statistics, bias gradients) through YNNPACK, convolutions
-# and matrix products back to Eigen. Experimental, so only where the running jaxlib accepts it.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
-
-
-@functools.lru_cache(maxsize=None)
-def _accepted(options: tuple) -> bool:
-    try:  # an unknown option fails compilation with INVALID_ARGUMENT
-        jax.jit(lambda x: x.sum(), compiler_options=dict(options)).lower(np.zeros(2, np.float32)).compile()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: not this jaxlib
-        return False
-
-
-def cpu_compiler_options() -> Dict[str, Any]:
-    """The options steps compile with on the CPU backend: ``CPU_COMPILER_OPTIONS`` if accepted, else none."""
-    if jax.default_backend() != "cpu":
-        return {}
-    return dict(CPU_COMPILER_OPTIONS) if _accepted(tuple(sorted(CPU_COMPILER_OPTIONS.items()))) else {}
-
 
 class _PmapCompiledWithOptions:
     """``jax.pmap(fn, ...)`` whose executables compile with XLA options (``pmap`` takes none itself).
@@ -82,8 +59,7 @@ class Parallel:
             raise ValueError(f"per_device_batch_norm needs parallel='pmap' (got {mode!r})")
         self.mode = mode
         self.per_device_batch_norm = per_device_batch_norm
-        # XLA options for the steps: None = the backend's defaults (``cpu_compiler_options``); {} = none.
-        self.compiler_options = cpu_compiler_options() if compiler_options is None else dict(compiler_options)
+        self.compiler_options = dict(compiler_options or {})  # XLA options every step compiles with
         self.local_devices = jax.local_devices()
         if mode == "single":
             if jax.process_count() > 1:

@@ -17,6 +17,7 @@ def base(*, model: str, dataset: str, batch_size: int, epochs: float, learning_r
     config.model = ml_collections.ConfigDict()
     config.model.name = model
     config.model.overrides = ml_collections.ConfigDict()  # any module field, e.g. drop_rate
+    config.model.cpu_kernels = "auto"  # CPU convs/pooling/XLA options: auto (on the CPU backend) | on | off
 
     config.data = ml_collections.ConfigDict()
     config.data.name = dataset

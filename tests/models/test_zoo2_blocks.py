@@ -1,20 +1,16 @@
 """Zoo II building blocks on their own: ceil-mode pooling and the activations against PyTorch, the
-channel rounding rule, stochastic depth, the shifted depthwise formulation against XLA's native conv
-(values and gradients), and the inverted residual's shortcut rules."""
+channel rounding rule, stochastic depth, and the inverted residual's shortcut rules."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
 
 from cnn.layers import (
     DropPath,
     InvertedResidual,
     ceil_mode_padding,
-    depthwise_conv_general_dilated,
     gelu_exact,
     hard_sigmoid,
     hard_swish,
@@ -69,42 +65,6 @@ def test_drop_path_drops_whole_examples_and_rescales_the_rest():
         layer.apply({}, x, train=True)
 
 
-CASES = [  # (input shape, kernel, strides, padding, dilation, depth multiplier)
-    ((2, 9, 11, 6), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
-    ((2, 9, 11, 6), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
-    ((2, 14, 14, 4), (7, 7), (1, 1), ((3, 3), (3, 3)), (1, 1), 1),
-    ((1, 10, 10, 5), (5, 5), (2, 2), ((2, 2), (2, 2)), (1, 1), 2),
-    ((1, 12, 12, 3), (3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), 1),
-    ((1, 10, 9, 4), (3, 3), (2, 2), "SAME", (1, 1), 1),
-    ((3, 17, 4), (5,), (1,), ((2, 2),), (1,), 1),  # 1D
-    ((1, 4, 6, 6, 3), (3, 3, 3), (2, 1, 2), ((1, 1),) * 3, (1, 1, 1), 1),  # 3D
-]
-
-
-@pytest.mark.parametrize("shape, kernel, strides, padding, dilation, multiplier", CASES)
-def test_shifted_depthwise_matches_native_conv(shape, kernel, strides, padding, dilation, multiplier):
-    rank, channels = len(shape) - 2, shape[-1]
-    x = jax.random.normal(jax.random.key(0), shape)
-    w = jax.random.normal(jax.random.key(1), kernel + (1, channels * multiplier))
-    spec = "N" + "DHW"[-rank:] + "C" if rank > 1 else "NWC"
-    numbers = lax.conv_dimension_numbers(x.shape, w.shape, (spec, spec[1:-1] + "IO", spec))
-    conv = lambda f, x, w: f(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=numbers,  # noqa: E731
-                             feature_group_count=channels)
-    native = functools.partial(conv, lax.conv_general_dilated)
-    shifted = functools.partial(conv, depthwise_conv_general_dilated)
-    np.testing.assert_allclose(jax.jit(shifted)(x, w), jax.jit(native)(x, w), rtol=1e-5, atol=1e-5)
-    grad = lambda f: jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), (0, 1)))  # noqa: E731
-    for ours, theirs in zip(grad(shifted)(x, w), grad(native)(x, w)):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
-
-
-def test_non_depthwise_convs_pass_through_unchanged():
-    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4))
-    w = jax.random.normal(jax.random.key(1), (3, 3, 2, 6))  # groups of 2 channels: not depthwise
-    numbers = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
-    args = (x, w, (1, 1), "SAME")
-    assert np.array_equal(depthwise_conv_general_dilated(*args, dimension_numbers=numbers, feature_group_count=2),
-                          lax.conv_general_dilated(*args, dimension_numbers=numbers, feature_group_count=2))
 
 
 @pytest.mark.parametrize("channels, features, strides, shortcut, has_projection, adds", [
@@ -127,20 +87,3 @@ def test_inverted_residual_shortcuts(channels, features, strides, shortcut, has_
         np.testing.assert_allclose(out, x, atol=1e-6)
     elif not adds:
         assert float(jnp.max(jnp.abs(out))) < 1e-6
-
-
-def test_shifted_depthwise_second_order_gradients_match_native_conv():
-    """Reverse over reverse (e.g. a gradient penalty) differentiates the custom backward pass correctly."""
-    x = jax.random.normal(jax.random.key(0), (2, 7, 7, 3))
-    w = jax.random.normal(jax.random.key(1), (3, 3, 1, 3))
-    numbers = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
-
-    def penalty(conv):
-        def input_grad_norm(w):
-            g = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=numbers,
-                                                         feature_group_count=3))))(x)
-            return jnp.sum(g**2)
-        return jax.jit(jax.grad(input_grad_norm))(w)
-
-    np.testing.assert_allclose(penalty(depthwise_conv_general_dilated), penalty(lax.conv_general_dilated),
-                               rtol=1e-4, atol=1e-5)

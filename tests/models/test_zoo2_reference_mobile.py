@@ -1,8 +1,8 @@
 """Eval-mode logits of the mobile and transformer-era families against PyTorch references built here
 from ``torch.nn`` primitives: MobileNet v1/v2/v3, kuangliu's CIFAR MobileNetV2, EfficientNet-B0,
 ConvNeXt and the ViT baseline (see ``test_zoo2_reference_cnn.py`` for the method). The models run with
-their default ``depthwise_impl="auto"``, the shifted formulation on CPU; a last test checks that it
-gives the logits of XLA's native grouped conv."""
+XLA's depthwise conv; a last test checks that the CPU kernels (``cnn.layers.cpu_kernels``) give
+the same logits."""
 
 import functools
 import math
@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from cnn.layers import cpu_kernels
 from cnn.models import create
 
 torch = pytest.importorskip("torch", reason="PyTorch is the numerical reference (pip install -e '.[dev]')")
@@ -255,15 +256,16 @@ def test_vit_matches_torch(assert_close):
     compare(model, TorchViT(10, 48, 2, 3, 8, 17), image((2, 32, 32, 3)), assert_close)
 
 
-# ---------------------------------------------------------------- depthwise formulations
+# ---------------------------------------------------------------- the CPU kernels
 @pytest.mark.parametrize("name, overrides, size", [
     ("mobilenet_v3_small", {}, 64),
     ("convnext_tiny", {"depths": (1, 1, 1, 1), "widths": (16, 24, 32, 40)}, 64),
 ])
-def test_shifted_depthwise_gives_the_same_logits(name, overrides, size):
-    """Same parameters, same logits (to float32 summation order) with ``depthwise_impl="shifted"``."""
-    native = create(name, num_classes=10, depthwise_impl="xla", **overrides)
-    shifted = create(name, num_classes=10, depthwise_impl="shifted", **overrides)
+def test_cpu_kernels_give_the_same_logits(name, overrides, size):
+    """Same parameters, same logits (to float32 summation order) with the CPU kernels injected."""
+    native = create(name, num_classes=10, **overrides)
+    shifted = cpu_kernels.use_cpu_kernels(native)
+    assert shifted.conv is not native.conv
     x = image((2, size, size, 3))
     variables = random_variables(native, x)
     expected = jax.jit(lambda v: native.apply(v, x, train=False))(variables)

@@ -1,4 +1,4 @@
-"""The non-overlapping ``max_pool`` fast path against ``nn.max_pool`` (XLA's ``reduce_window``).
+"""``cnn.layers.cpu_kernels.max_pool`` (non-overlapping windows as strided slices) against ``nn.max_pool``.
 
 Values, reverse-mode gradients and forward-mode tangents must be bit-identical, ties included:
 each window's gradient goes to its first maximal element, as ``select_and_scatter`` sends it.
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from cnn.layers import max_pool
+from cnn.layers.cpu_kernels import max_pool
 
 # (spatial shape, window): divisible and not (floor mode drops the rest), 1D to 3D, uneven windows.
 CASES = [
