@@ -42,8 +42,15 @@ def assert_close():
     return check
 
 
+RUN_SLOW = os.environ.get("CNN_RUN_SLOW", "") not in ("", "0")
+
+
 def pytest_collection_modifyitems(items):
-    """Every test that uses the PyTorch reference carries the ``torch`` marker (``-m "not torch"`` skips them)."""
+    """Every test that uses the PyTorch reference carries the ``torch`` marker (``-m "not torch"`` skips them);
+    tests marked ``slow`` (too long for the suite's 15 minutes on 2 cores) run only with ``CNN_RUN_SLOW=1``."""
+    skip_slow = pytest.mark.skip(reason="slow: runs with CNN_RUN_SLOW=1 (beyond the suite's time budget)")
     for item in items:
         if "torch" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.torch)
+        if "slow" in item.keywords and not RUN_SLOW:
+            item.add_marker(skip_slow)
