@@ -125,11 +125,10 @@ def fgsm_rs(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.
     return jax.lax.stop_gradient(jnp.clip(images + perturbation, 0.0, 1.0))
 
 
-def _worse(losses, logits, labels, targeted):
-    """Ordering key of how bad a point is for the defender: success first, then the attacker's loss."""
+def _success(logits: jax.Array, labels: jax.Array, targeted: bool) -> jax.Array:
+    """Where the attack has won: the target predicted (targeted), any other class than the label (untargeted)."""
     predicted = jnp.argmax(logits, axis=-1)
-    success = (predicted == labels) if targeted else (predicted != labels)
-    return jnp.where(success, 1e9, 0.0) + (-losses if targeted else losses)
+    return (predicted == labels) if targeted else (predicted != labels)
 
 
 def pgd(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.Array, *, eps: float, step_size: float,
@@ -149,10 +148,14 @@ def pgd(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.Arra
     sign = -1.0 if targeted else 1.0
 
     def keep_worse(best, candidate, losses, logits):
-        best_point, best_score = best
-        score = _worse(losses, logits, labels, targeted)
-        better = score > best_score
-        return jnp.where(_per_example(better, candidate), candidate, best_point), jnp.where(better, score, best_score)
+        """Per example, the candidate replaces the best point when it succeeds where that did not, or ties on
+        success with a worse loss for the defender (higher; lower when targeted)."""
+        best_point, best_success, best_loss = best
+        success = _success(logits, labels, targeted)
+        losses = -losses if targeted else losses
+        better = (success & ~best_success) | ((success == best_success) & (losses > best_loss))
+        choose = lambda new, old: jnp.where(_per_example(better, new), new, old)
+        return choose(candidate, best_point), choose(success, best_success), choose(losses, best_loss)
 
     def step(carry, _):
         point, best = carry
@@ -168,6 +171,6 @@ def pgd(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.Arra
         logits = logits_fn(point)
         return keep_worse(best, point, cross_entropy(logits, labels), logits), None
 
-    initial = (images, jnp.full(images.shape[:1], -jnp.inf))
-    (worst, _), _ = jax.lax.scan(restart, initial, jnp.arange(restarts))
+    initial = (images, jnp.zeros(images.shape[:1], bool), jnp.full(images.shape[:1], -jnp.inf))
+    (worst, _, _), _ = jax.lax.scan(restart, initial, jnp.arange(restarts))
     return jax.lax.stop_gradient(worst)
