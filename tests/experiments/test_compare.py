@@ -13,7 +13,8 @@ import time
 import pytest
 
 from cnn.analysis import plots
-from cnn.train import compare, search
+from cnn import compare
+from cnn.compare import search
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPARISON_FILES = ("results.csv", "results.md", "trials.csv", *compare.COMPARISON_PLOTS)
@@ -160,7 +161,7 @@ def test_an_unknown_sweep_field_is_one_line_before_any_run(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("optimizer.learning_rate", "expected FIELD=VALUE,VALUE"),
-    ("training.batch_size=8,x", "training.batch_size takes int values"),
+    ("training.batch_size=8,x", "training.batch_size=x: training.batch_size takes an int like 16"),
     ("model.name=simple_cnn,resnet_nope", "unknown model 'resnet_nope'"),
     ("model.overrides.depth=3", "model 'simple_cnn' has no field 'depth'"),
 ])
