@@ -104,7 +104,8 @@ def markdown_table(groups: List[dict]) -> str:
         cells += [g["published"] or ""] if show_published else []
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "Test accuracy: mean ± standard deviation over seeds (ours, measured by this command). "
-             "FLOPs: forward, per image, a multiply-add counted as 2 (`cnn.analysis.summary`). "
+             "FLOPs: forward, per image, 2 x the multiply-adds of convolutions and matrix products "
+             "(`cnn.analysis.summary(...).flops`, the published convention). "
              "Train time: the mean over seeds of `train_seconds` in results.json; images/s: the median logged training throughput."]
     if any(g["resumed"] for g in groups):
         notes.append("* resumed: the time counts the last invocation only.")
@@ -114,7 +115,10 @@ def markdown_table(groups: List[dict]) -> str:
 
 
 def _flops_text(flops: float) -> str:
-    return f"{flops / 1e9:.2f} G" if flops >= 1e9 else f"{flops / 1e6:.2f} M"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if flops >= scale:
+            return f"{flops / scale:.2f} {unit}"
+    return f"{flops:.0f}"
 
 
 def write_report(workdir: Any, trial_rows: List[dict], groups: List[dict], title: str = "") -> List[pathlib.Path]:

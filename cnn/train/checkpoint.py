@@ -17,6 +17,7 @@ import pathlib
 import shutil
 from typing import Any, Optional
 
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -84,7 +85,17 @@ class Checkpointer:
             meta=ocp.args.JsonSave(meta),
         )
         with self._disk_full_is_one_line():
+            self.wait()  # the previous write first: its bytes count against the free space below
+            self._check_free_space(step, state)
             self.manager.save(int(step), args=args, metrics=metrics, force=True)
+
+    def _check_free_space(self, step: int, state: Any) -> None:
+        """Refuses a write that cannot fit before any byte of it is written (the same one line as ENOSPC)."""
+        needed = sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(state))  # orbax compresses: at most
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:
+            raise OSError(errno.ENOSPC, f"No space left on device: the checkpoint of step {step} needs about "
+                                        f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free")
 
     def steps(self) -> list:
         return sorted(self.manager.all_steps())

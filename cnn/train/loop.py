@@ -161,6 +161,9 @@ def _restore_or_init(experiment: Experiment, checkpointer: Checkpointer, train_b
         restored = checkpointer.restore(parallel.abstract_state(experiment.state_shapes))
         if restored is None:
             raise unreadable_checkpoints(checkpointer)
+        if restored.step > experiment.total_steps:
+            raise RunError(f"{checkpointer.directory} holds a run already at step {restored.step}, past this run's "
+                           f"{experiment.total_steps} steps; use another --workdir, or --force to start over")
         if restored.data_state:
             train_batches.set_state(restored.data_state)
         log.info("resumed from step %d", restored.step)

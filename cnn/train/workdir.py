@@ -200,7 +200,7 @@ class Workdir:
         if stored is not None:
             stored = {k: v for k, v in stored.items() if k not in RUNTIME_FIELDS | LENGTH_FIELDS}
             if stored == current:
-                if self.lead:  # the runtime and length fields of this invocation
+                if self.lead and self.stored_config() != flatten_config(config):  # this invocation's runtime fields
                     write_json_atomically(self.config_path, config.to_dict())
                 return
             reason = f"another experiment ({_differences(stored, current)})"

@@ -7,10 +7,8 @@ import functools
 import json
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 
 import cnn.models

@@ -7,22 +7,17 @@ checkpoints) is byte-identical afterwards. docs/training.md lists the messages.
 """
 
 import dataclasses
-import hashlib
 import os
 import pathlib
 import shutil
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from typing import Callable, Optional
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-SMOKE = "experiments/configs/mnist_simple_cnn.py:smoke"
-MNIST = "experiments/configs/mnist_simple_cnn.py"
+from cli_runs import SMOKE, assert_one_clear_line, checkpoint_steps, env_for, run_cli, snapshot  # tests/helpers
+
 IMAGES = "train-images-idx3-ubyte.gz"
 IMAGES_SIZE = 9912422  # the registered size of the official file (cnn/data/raw_files.py)
 SENTINELS = {"results.json": '{"test_accuracy": 0.99, "note": "an earlier run"}\n', "metrics.jsonl": '{"step": 1, "train_loss": 2.3}\n'}
@@ -32,50 +27,6 @@ SENTINELS = {"results.json": '{"test_accuracy": 0.99, "note": "an earlier run"}\
 def shared(tmp_path_factory):
     """Folders every case of this module shares: prepared synthetic data and the XLA compile cache."""
     return tmp_path_factory.mktemp("shared")
-
-
-def env_for(shared, tmp_path, **extra):
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "CNN_PREPARED_DIR": str(shared / "prepared"),
-        "CNN_DATA_DIR": str(tmp_path / "no-data"),
-        "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), f"cnn-tests-xla-cache-{os.getuid()}"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
-    }
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def run_cli(workdir, args, env, timeout=180):
-    command = [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def snapshot(folder: pathlib.Path) -> dict:
-    """sha256 of every file under ``folder`` (relative path -> digest)."""
-    if not folder.exists():
-        return {}
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def checkpoint_steps(workdir: pathlib.Path) -> list:
-    folder = workdir / "checkpoints"
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
-
-
-def assert_one_clear_line(result, *needles):
-    """Exit status 2, no traceback, and a last stderr line "error: ..." holding every needle."""
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, f"status {result.returncode}; stderr:\n{result.stderr[-3000:]}"
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    last = lines[-1]
-    assert last.startswith("error: "), last
-    for needle in needles:
-        assert needle in last, f"{needle!r} not in {last!r}"
-    return last
 
 
 # --- files the cases need ---------------------------------------------------------------------------
