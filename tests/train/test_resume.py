@@ -73,7 +73,7 @@ def test_another_experiments_workdir_is_refused(tmp_path, monkeypatch):
     other = smoke_config(steps=2)
     other.model.name = "resnet32_cifar"
     before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    with pytest.raises(RunError, match="holds checkpoints of another experiment"):
+    with pytest.raises(RunError, match="holds another experiment"):
         train_and_evaluate(other, tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
 

@@ -93,3 +93,26 @@ def test_float16_skips_a_non_finite_step_and_lowers_the_scale():
     assert float(metrics["skipped"]) == 0.0
     assert not np.allclose(good.params["fc2"]["kernel"], state.params["fc2"]["kernel"])
     assert good.params["fc2"]["kernel"].dtype == jnp.float32  # params stay float32 under float16 compute
+
+
+def test_a_runs_step_keys_come_from_its_state(tmp_path, monkeypatch):
+    """The loop passes ``state.rng`` to every step: the same run with another key in its state draws other
+    dropout masks (and the same key, the same ones)."""
+    from cnn.train import build, loop
+    from experiments.configs import mnist_simple_cnn
+
+    monkeypatch.setenv("CNN_PREPARED_DIR", str(tmp_path / "prepared"))
+    config = mnist_simple_cnn.get_config("smoke")
+    config.model.overrides.drop_rate = 0.5
+    config.training.steps = 3
+    final, created = {}, build.create_train_state
+    for name, key in (("as_created", None), ("other_key", 7), ("as_created_again", None)):
+
+        def with_key(*args, key=key, **kwargs):
+            state = created(*args, **kwargs)
+            return state if key is None else state.replace(rng=jax.random.PRNGKey(key))
+
+        monkeypatch.setattr(build, "create_train_state", with_key)
+        final[name] = loop.train_and_evaluate(config, tmp_path / name)["test_loss"]
+    assert final["as_created"] == final["as_created_again"]
+    assert final["as_created"] != final["other_key"]
