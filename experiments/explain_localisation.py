@@ -14,9 +14,9 @@ import pathlib
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
-from experiments.one_line_flags import fail, parse_flags
+from experiments import cli
 
 flags.DEFINE_string("output", None, "JSON file to write (the table is printed too).")
 flags.DEFINE_string("methods", "grad_cam,grad_cam_plus_plus,vanilla_gradients,smoothgrad,integrated_gradients,occlusion",
@@ -31,23 +31,31 @@ flags.mark_flag_as_required("output")
 FLAGS = flags.FLAGS
 
 
-def main(_):
+def _progress(step: int, loss: float, accuracy: float) -> None:
+    if step % 500 == 0:
+        print(f"  step {step}: loss {loss:.3f}, train accuracy {accuracy:.3f}", flush=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. --steps 1000")
+    logging.set_verbosity(logging.WARNING)
     import cnn.data
     from cnn.analysis import benchmarks, explain
 
     try:
         methods = explain.check_methods(FLAGS.methods)
     except ValueError as error:
-        fail(f"--methods={FLAGS.methods}: {error}")
+        cli.fail(f"--methods={FLAGS.methods}: {error}")
     for name in ("train", "test", "steps", "batch_size"):
         if getattr(FLAGS, name) < 1:
-            fail(f"--{name}={getattr(FLAGS, name)}: expected a positive integer")
+            cli.fail(f"--{name}={getattr(FLAGS, name)}: expected a positive integer")
     train = cnn.data.in_memory(cnn.data.source("mnist", "train"))
     test = cnn.data.in_memory(cnn.data.source("mnist", "test"))
     result = benchmarks.pointing_game_benchmark(
         train.images, train.labels, test.images, test.labels, jax.random.key(FLAGS.seed), methods=methods,
         train_count=FLAGS.train, test_count=FLAGS.test, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
-        fragments=FLAGS.fragments)
+        fragments=FLAGS.fragments, report=_progress)
     print(f"test accuracy {result['test_accuracy']:.4f} on {FLAGS.test} cluttered canvases; "
           f"mean box area {result['mean_box_area_fraction']:.1%} of the canvas\n")
     print("| method | pointing game |\n|---|---|")
@@ -59,4 +67,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

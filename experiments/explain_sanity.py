@@ -14,9 +14,9 @@ import json
 import pathlib
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 
-from experiments.one_line_flags import fail, parse_flags
+from experiments import cli
 
 flags.DEFINE_string("output", None, "JSON file to write (the tables are printed too).")
 flags.DEFINE_string("methods", "grad_cam,grad_cam_plus_plus,vanilla_gradients,smoothgrad,integrated_gradients,occlusion",
@@ -36,7 +36,15 @@ def _cell(summary: dict, threshold: float) -> str:
     return f"{summary['mean']:.2f} ± {summary['std']:.2f}{mark}"
 
 
-def main(_):
+def _progress(step: int, loss: float, accuracy: float) -> None:
+    if step % 500 == 0:
+        print(f"  step {step}: loss {loss:.3f}, train accuracy {accuracy:.3f}", flush=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. --steps 1000")
+    logging.set_verbosity(logging.WARNING)
     import cnn.data
     import cnn.models
     from cnn.analysis import benchmarks, explain
@@ -45,16 +53,16 @@ def main(_):
         methods = explain.check_methods(FLAGS.methods)
         cnn.models.entry(FLAGS.model)
     except ValueError as error:
-        fail(error)
+        cli.fail(error)
     for name in ("steps", "shuffled", "shuffled_steps", "images"):
         if getattr(FLAGS, name) < 1:
-            fail(f"--{name}={getattr(FLAGS, name)}: expected a positive integer")
+            cli.fail(f"--{name}={getattr(FLAGS, name)}: expected a positive integer")
     train = cnn.data.in_memory(cnn.data.source("mnist", "train"))
     test = cnn.data.in_memory(cnn.data.source("mnist", "test"))
     result = benchmarks.sanity_benchmark(
         train.images, train.labels, test.images, test.labels, jax.random.key(FLAGS.seed), methods=methods,
         model_name=FLAGS.model, steps=FLAGS.steps, shuffled_count=FLAGS.shuffled, shuffled_steps=FLAGS.shuffled_steps,
-        test_count=FLAGS.images)
+        test_count=FLAGS.images, report=_progress)
     thresholds = {m: result["threshold"][m]["mean"] for m in methods}
     print(f"{FLAGS.model}: test accuracy {result['test_accuracy']:.4f}; Spearman rank correlation with the trained "
           f"model's maps (mean ± std over {FLAGS.images} test images)\n")
@@ -72,4 +80,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

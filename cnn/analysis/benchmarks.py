@@ -8,7 +8,7 @@ Both fit their models with ``cnn.analysis.fit`` (a few thousand Adam steps on th
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +51,8 @@ def all_maps(model, variables, images: np.ndarray, methods: Sequence[str], key: 
 def pointing_game_benchmark(train_digits: np.ndarray, train_labels: np.ndarray, test_digits: np.ndarray,
                             test_labels: np.ndarray, key: jax.Array, *, methods: Sequence[str], train_count: int = 30000,
                             test_count: int = 500, steps: int = 2000, batch_size: int = 64, learning_rate: float = 2e-3,
-                            canvas: int = 64, fragments: int = 8) -> Dict[str, Any]:
+                            canvas: int = 64, fragments: int = 8,
+                            report: Optional[Callable[[int, float, float], None]] = None) -> Dict[str, Any]:
     """Fits ``localisation_model`` on cluttered training digits and plays the pointing game on cluttered test
     digits (digits of the test split) for every method, the canvas centre and a random point."""
     methods = check_methods(methods)
@@ -64,7 +65,7 @@ def pointing_game_benchmark(train_digits: np.ndarray, train_labels: np.ndarray, 
     model = localisation_model(int(np.max(train_labels)) + 1)
     start = time.time()
     fitted = fit_classifier(model, np.asarray(train_images), np.asarray(train_targets), fit_key, steps=steps,
-                            batch_size=batch_size, learning_rate=learning_rate, transform=_pixels)
+                            batch_size=batch_size, learning_rate=learning_rate, transform=_pixels, report=report)
     train_seconds = time.time() - start
     test_accuracy = fitted.accuracy(np.asarray(_pixels(jnp.asarray(test_images))), test_targets)
     start = time.time()
@@ -93,7 +94,8 @@ def _summary(values: np.ndarray) -> Dict[str, float]:
 def sanity_benchmark(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
                      key: jax.Array, *, methods: Sequence[str], model_name: str = "simple_cnn", steps: int = 1500,
                      shuffled_count: int = 5000, shuffled_steps: int = 4000, batch_size: int = 128,
-                     learning_rate: float = 1e-3, test_count: int = 200) -> Dict[str, Any]:
+                     learning_rate: float = 1e-3, test_count: int = 200,
+                     report: Optional[Callable[[int, float, float], None]] = None) -> Dict[str, Any]:
     """Adebayo et al.'s checks on ``model_name`` fitted to uint8 digits ``[M, H, W, C]``.
 
     Maps explain the trained model's predicted class on ``test_count`` test images, for every model
@@ -106,7 +108,7 @@ def sanity_benchmark(train_images: np.ndarray, train_labels: np.ndarray, test_im
     num_classes = int(np.max(train_labels)) + 1
     model = cnn.models.create(model_name, num_classes=num_classes)
     trained = fit_classifier(model, train_images, train_labels, fit_key, steps=steps, batch_size=batch_size,
-                             learning_rate=learning_rate, transform=_pixels)
+                             learning_rate=learning_rate, transform=_pixels, report=report)
     images = test_images[:test_count]
     inputs = np.asarray(_pixels(jnp.asarray(images)))
     accuracy = trained.accuracy(np.asarray(_pixels(jnp.asarray(test_images))), test_labels)
@@ -126,7 +128,7 @@ def sanity_benchmark(train_images: np.ndarray, train_labels: np.ndarray, test_im
     rows = np.asarray(jax.random.permutation(shuffle_key, len(train_labels))[:shuffled_count])
     shuffled_labels = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, 1), train_labels[rows]))
     shuffled = fit_classifier(model, train_images[rows], shuffled_labels, shuffled_fit_key, steps=shuffled_steps,
-                              batch_size=batch_size, learning_rate=learning_rate, transform=_pixels)
+                              batch_size=batch_size, learning_rate=learning_rate, transform=_pixels, report=report)
     maps = all_maps(model, shuffled.variables, images, methods, map_key, target=target)
     result["shuffled_labels"] = {
         "train_accuracy": shuffled.accuracy(np.asarray(_pixels(jnp.asarray(train_images[rows]))), shuffled_labels),

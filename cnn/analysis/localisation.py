@@ -51,7 +51,7 @@ def cluttered_digits(key: jax.Array, digits: jax.Array, labels: jax.Array, *, co
             piece = jax.lax.dynamic_slice(digits[sources[fragment]], crops[fragment], (fragment_size, fragment_size))
             return jnp.maximum(image, jax.lax.dynamic_update_slice(blank, piece, spots[fragment])), None
 
-        image, _ = jax.lax.scan(paste, blank, jnp.arange(fragments))
+        image = jax.lax.scan(paste, blank, jnp.arange(fragments))[0] if fragments else blank
         image = jnp.maximum(image, jax.lax.dynamic_update_slice(blank, digits[index], corner))
         ink = digits[index] > 0
         rows, cols = jnp.any(ink, axis=1), jnp.any(ink, axis=0)

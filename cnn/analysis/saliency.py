@@ -8,6 +8,10 @@ the mean drop of the class score over the windows covering each position ``[N, *
 Written here rather than taken from PAIR's ``saliency`` package: its methods take one numpy example
 at a time, call the model through a Python callback and draw SmoothGrad noise from numpy's global
 generator, so they can be neither jitted, batched nor given a key. The tests compare against it.
+
+Loops over gradient evaluations (SmoothGrad's samples, the integration steps) are Python loops, unrolled
+under ``jit``: XLA's CPU backend runs convolution gradients inside a ``lax.scan`` body up to 10x slower
+than outside one (jax-ml/jax#12868). Occlusion needs no gradient and scans over its windows.
 """
 
 from __future__ import annotations
@@ -62,12 +66,10 @@ def smoothgrad(model: nn.Module, variables: Any, images: Any, key: jax.Array, *,
     axes = tuple(range(1, images.ndim))
     scale = noise * (jnp.max(images, axis=axes, keepdims=True) - jnp.min(images, axis=axes, keepdims=True))
 
-    def add(total, sample_key):
-        noisy = images + scale * jax.random.normal(sample_key, images.shape, images.dtype)
-        gradient = _score_gradients(model, variables, noisy, classes)
-        return total + (gradient**2 if squared else gradient), None
-
-    total, _ = jax.lax.scan(add, jnp.zeros_like(images), jax.random.split(key, samples))
+    total = jnp.zeros_like(images)
+    for sample_key in jax.random.split(key, samples):  # unrolled: see the module's note on loops
+        gradient = _score_gradients(model, variables, images + scale * jax.random.normal(sample_key, images.shape), classes)
+        total = total + (gradient**2 if squared else gradient)
     return total / samples
 
 
@@ -84,11 +86,9 @@ def integrated_gradients(model: nn.Module, variables: Any, images: Any, *, targe
     classes = _predicted(model, variables, images, target)
     difference = images - baseline
 
-    def add(total, fraction):
-        return total + _score_gradients(model, variables, baseline + fraction * difference, classes), None
-
-    fractions = (jnp.arange(steps, dtype=jnp.float32) + 0.5) / steps
-    total, _ = jax.lax.scan(add, jnp.zeros_like(images), fractions)
+    total = jnp.zeros_like(images)
+    for k in range(steps):  # unrolled: see the module's note on loops
+        total = total + _score_gradients(model, variables, baseline + (k + 0.5) / steps * difference, classes)
     return difference * total / steps
 
 

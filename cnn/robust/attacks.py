@@ -131,6 +131,16 @@ def _success(logits: jax.Array, labels: jax.Array, targeted: bool) -> jax.Array:
     return (predicted == labels) if targeted else (predicted != labels)
 
 
+def _keep_worse(best, candidate):
+    """Per example, the candidate ``(point, success, attacker's loss)`` replaces the best one when it succeeds where
+    that did not, or ties on success with a higher attacker's loss."""
+    best_point, best_success, best_loss = best
+    point, success, loss = candidate
+    better = (success & ~best_success) | ((success == best_success) & (loss > best_loss))
+    choose = lambda new, old: jnp.where(_per_example(better, new), new, old)
+    return choose(point, best_point), choose(success, best_success), choose(loss, best_loss)
+
+
 def pgd(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.Array, *, eps: float, step_size: float,
         steps: int, restarts: int = 1, norm: str = "linf", targeted: bool = False) -> jax.Array:
     """Projected gradient descent (Madry et al. 2018) from a uniform random start in the eps ball.
@@ -139,38 +149,38 @@ def pgd(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.Arra
     gradient of the cross-entropy, then projects onto the ball and [0, 1]. ``targeted``: ``labels``
     are the targets and the loss is descended. Each example keeps the worst point visited over all
     steps and ``restarts`` (a successful one first, then the highest loss; the lowest when targeted).
+
+    The restarts run side by side, as one batch of ``restarts * N`` (memory grows with them), and the
+    steps are a Python loop, unrolled under ``jit``: XLA's CPU backend runs convolution gradients inside a
+    ``lax.scan``/``while`` body up to 10x slower than outside one (jax-ml/jax#12868).
     """
     _check(eps, norm)
     if steps < 0 or restarts < 1:
         raise ValueError(f"steps={steps!r}, restarts={restarts!r}; expected steps >= 0 and restarts >= 1")
     images = jnp.asarray(images, jnp.float32)
-    keys = _keys_for(key, images.shape[0])
+    count = images.shape[0]
+    keys = _keys_for(key, count)
+    # Restart r of example n draws from fold_in(key of n, r): the same whatever the batch is split into.
+    restart_keys = jnp.concatenate([jax.vmap(lambda k: jax.random.fold_in(k, r))(keys) for r in range(restarts)])
+    origin = jnp.tile(images, (restarts,) + (1,) * (images.ndim - 1))
+    targets = jnp.tile(labels, restarts)
     sign = -1.0 if targeted else 1.0
 
-    def keep_worse(best, candidate, losses, logits):
-        """Per example, the candidate replaces the best point when it succeeds where that did not, or ties on
-        success with a worse loss for the defender (higher; lower when targeted)."""
-        best_point, best_success, best_loss = best
-        success = _success(logits, labels, targeted)
-        losses = -losses if targeted else losses
-        better = (success & ~best_success) | ((success == best_success) & (losses > best_loss))
-        choose = lambda new, old: jnp.where(_per_example(better, new), new, old)
-        return choose(candidate, best_point), choose(success, best_success), choose(losses, best_loss)
+    def judged(point):
+        losses, gradient, logits = _loss_and_gradient(logits_fn, point, targets)
+        return (point, _success(logits, targets, targeted), sign * losses), gradient
 
-    def step(carry, _):
-        point, best = carry
-        losses, gradient, logits = _loss_and_gradient(logits_fn, point, labels)
-        best = keep_worse(best, point, losses, logits)
+    point = jnp.clip(origin + _random_start(restart_keys, origin, eps, norm), 0.0, 1.0)
+    best = (origin, jnp.zeros(origin.shape[:1], bool), jnp.full(origin.shape[:1], -jnp.inf))
+    for _ in range(steps):
+        candidate, gradient = judged(point)
+        best = _keep_worse(best, candidate)
         moved = point + sign * step_size * _ascent_direction(gradient, norm)
-        return (jnp.clip(images + project(moved - images, eps, norm), 0.0, 1.0), best), None
-
-    def restart(best, index):
-        restart_keys = jax.vmap(lambda k: jax.random.fold_in(k, index))(keys)
-        start = jnp.clip(images + _random_start(restart_keys, images, eps, norm), 0.0, 1.0)
-        (point, best), _ = jax.lax.scan(step, (start, best), None, length=steps)
-        logits = logits_fn(point)
-        return keep_worse(best, point, cross_entropy(logits, labels), logits), None
-
-    initial = (images, jnp.zeros(images.shape[:1], bool), jnp.full(images.shape[:1], -jnp.inf))
-    (worst, _, _), _ = jax.lax.scan(restart, initial, jnp.arange(restarts))
-    return jax.lax.stop_gradient(worst)
+        point = jnp.clip(origin + project(moved - origin, eps, norm), 0.0, 1.0)
+    logits = logits_fn(point)
+    best = _keep_worse(best, (point, _success(logits, targets, targeted), sign * cross_entropy(logits, targets)))
+    per_restart = [jax.tree.map(lambda x: x[r * count:(r + 1) * count], best) for r in range(restarts)]
+    worst = per_restart[0]
+    for candidate in per_restart[1:]:
+        worst = _keep_worse(worst, candidate)
+    return jax.lax.stop_gradient(worst[0])

@@ -42,8 +42,8 @@ def test_cluttered_digits_paste_the_labelled_digit_inside_its_box():
     assert np.all(added <= 3 * 7 * 7) and added.sum() > 0
     again = np.asarray(localisation.cluttered_digits(key, digits, labels, count=16, canvas=48, fragments=3, fragment_size=7)[0])
     np.testing.assert_array_equal(again, cluttered)
-    with pytest.raises(ValueError, match="fragment_size=20 with margin=4 does not fit in a 28x28 digit"):
-        localisation.cluttered_digits(key, digits, labels, count=2, fragment_size=20)
+    with pytest.raises(ValueError, match="fragment_size=21 with margin=4 does not fit in a 28x28 digit"):
+        localisation.cluttered_digits(key, digits, labels, count=2, fragment_size=21)
     with pytest.raises(ValueError, match="digits of 28x28 do not fit a canvas of 20"):
         localisation.cluttered_digits(key, digits, labels, count=2, canvas=20)
 
