@@ -10,7 +10,8 @@ import pytest
 from flax import linen as nn
 
 import cnn.analysis
-from cnn.analysis import gradcam, saliency
+import cnn.models
+from cnn.analysis import gradcam
 
 SHAPE = (16, 16, 2)
 
@@ -136,6 +137,11 @@ def test_layer_chooses_the_feature_map_and_a_wrong_name_lists_the_layers():
         cnn.analysis.grad_cam(model, variables, images, layer="conv3")
     with pytest.raises(ValueError, match="unknown explanation method 'gradcam'"):
         cnn.analysis.heat_maps("gradcam", model, variables, images)
+    # Attention weights [N, heads, L, L] have an image's rank but come from tokens: not feature maps.
+    vit = cnn.models.create("vit_tiny_patch16_224", num_classes=3)
+    tokens_in = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    vit_variables = jax.eval_shape(lambda x: vit.init(jax.random.key(0), x, train=False), tokens_in)
+    assert cnn.analysis.feature_layers(vit, vit_variables, tokens_in) == {"patch_embed/proj": (1, 2, 2, 192)}
 
 
 def test_activations_and_gradients_match_a_split_model():

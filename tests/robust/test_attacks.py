@@ -3,7 +3,6 @@ pixel range, PGD at least as strong as FGSM, restarts keeping the worst point, t
 accuracy falling with eps to ~0 on a small trained model (no gradient masking)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
