@@ -3,7 +3,7 @@ r"""The pointing game on cluttered MNIST: does each explanation's peak fall on t
 python -m experiments.explain_localisation --output=docs/benchmarks/explain_localisation.json
 
 A digit pasted at a random position of a 64x64 canvas with fragments of other digits' strokes; a small
-residual network fitted to it (``cnn.analysis.benchmarks.localisation_model``); for test canvases built
+residual network (16x16 last feature map) fitted to it (``cnn.analysis.benchmarks.localisation_model``); for test canvases built
 from MNIST's test digits, the share whose heat-map peak lies inside the digit's box, for each method,
 against a map peaking at the centre and a uniformly random point (the box's area fraction). Needs the
 MNIST files (CNN_DATA_DIR). Prints a markdown table and writes JSON. docs/results.md, "Explanations".
@@ -21,9 +21,9 @@ from experiments import cli
 flags.DEFINE_string("output", None, "JSON file to write (the table is printed too).")
 flags.DEFINE_string("methods", "grad_cam,grad_cam_plus_plus,vanilla_gradients,smoothgrad,integrated_gradients,occlusion",
                     "Comma-separated explanation methods.")
-flags.DEFINE_integer("train", 30000, "Training canvases (from MNIST's training digits).")
+flags.DEFINE_integer("train", 60000, "Training canvases (from MNIST's training digits).")
 flags.DEFINE_integer("test", 500, "Test canvases (from MNIST's test digits).")
-flags.DEFINE_integer("steps", 2000, "Adam steps.")
+flags.DEFINE_integer("steps", 4000, "Adam steps.")
 flags.DEFINE_integer("batch_size", 64, "Canvases per step.")
 flags.DEFINE_integer("fragments", 8, "Clutter fragments per canvas.")
 flags.DEFINE_integer("seed", 0, "Seed of the canvases, the fit and SmoothGrad's noise.")
