@@ -227,6 +227,35 @@ def _next_scale(dynamic_scale, finite):
     return dynamic_scale.replace(fin_steps=jnp.where(grow | ~finite, 0, dynamic_scale.fin_steps + 1), scale=scale)
 
 
+def gather(batch: Batch, data: Optional[dict]) -> Batch:
+    """A batch of example indices into the device-held split ``data`` -> the batch itself (on the device)."""
+    if data is None:
+        return batch
+    gathered = {key: jnp.take(data[key], batch["index"], axis=0) for key in ("image", "label")}
+    if "mask" in batch:
+        gathered["mask"] = batch["mask"]
+    return gathered
+
+
+def train_steps(state: TrainState, batches: Batch, rng: jax.Array, data: Optional[dict] = None, *,
+                options: StepOptions):
+    """``k`` updates in one call: ``train_step`` scanned over the leading axis of ``batches`` (``[k, B, ...]``,
+    or example indices ``[k, B]`` into ``data``). Returns the state and every update's metrics, stacked ``[k]``."""
+    return jax.lax.scan(lambda state, batch: train_step(state, gather(batch, data), rng, options=options), state,
+                        batches)
+
+
+def eval_steps(state: TrainState, batches: Batch, data: Optional[dict] = None, *, options: StepOptions) -> dict:
+    """The sums of ``eval_step`` over every batch of ``batches`` (leading axis), in one call."""
+    first = eval_step(state, gather(jax.tree.map(lambda x: x[0], batches), data), options=options)
+
+    def body(total, batch):
+        return jax.tree.map(jnp.add, total, eval_step(state, gather(batch, data), options=options)), None
+
+    total, _ = jax.lax.scan(body, first, jax.tree.map(lambda x: x[1:], batches))
+    return total
+
+
 def eval_step(state: TrainState, batch: Batch, *, options: StepOptions):
     """Sums of loss and correct predictions over the examples whose ``batch["mask"]`` is set.
 

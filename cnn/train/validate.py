@@ -56,6 +56,8 @@ def check(config: Any) -> None:
     choice("data.normalize", data.normalize, ("dataset", "none"))
     integer("data.workers", data.workers, 0)
     integer("data.prefetch", data.prefetch, 1)
+    choice("data.on_device", data.on_device, ("auto", "on", "off"))
+    number("data.device_memory_mb", data.device_memory_mb, 0, math.inf, low_open=True)
 
     integer("training.batch_size", training.batch_size, 1)
     integer("training.eval_batch_size", training.eval_batch_size, 0)
@@ -73,6 +75,7 @@ def check(config: Any) -> None:
     integer("training.eval_every_steps", training.eval_every_steps, 0)
     integer("training.checkpoint_every_steps", training.checkpoint_every_steps, 0)
     integer("training.keep_checkpoints", training.keep_checkpoints, 1)
+    integer("training.steps_per_call", training.steps_per_call, 1)
     metrics = METRICS + (tuple(f"{m}_ema" for m in METRICS) if training.ema_decay else ())
     if training.best_metric:
         choice("training.best_metric", training.best_metric, metrics + ("''",))
