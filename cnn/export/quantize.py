@@ -1,9 +1,10 @@
 """int8 quantisation through qwix: post-training quantisation with calibration, and quantisation-aware training.
 
 Weights are int8 per output channel (absmax scales); activations entering every conv and dense layer
-are int8 with one static scale each, calibrated as the mean over calibration batches of the batch's
-largest |activation|. ``qat_model(model)`` is the model with fake quantisation (quantise, dequantise,
-straight-through gradients) to train or calibrate with; ``ptq(model, variables, quant_stats)`` returns
+are int8 with one static scale each: the mean over calibration images of each image's largest
+|activation|, over 127.5 (qwix's symmetric int8 range; weights likewise per channel). ``qat_model(model)``
+is the model with fake quantisation (quantise, dequantise, straight-through gradients) to train or
+calibrate with; ``ptq(model, variables, quant_stats)`` returns
 the int8 model and its int8 weights: its convolutions and products take int8 operands and accumulate
 in int32 (``int8_products`` lists what XLA actually compiles).
 """
