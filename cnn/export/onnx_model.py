@@ -22,9 +22,10 @@ from cnn.export.onnx_graph import jaxpr_to_onnx
 INPUT, OUTPUT = "images", "logits"
 
 
-def export_onnx(function: Callable[[jax.Array], jax.Array], *, input_shape: Sequence[int], name: str = "cnn") -> onnx.ModelProto:
-    """The ONNX model of ``function`` (``images [batch, *input_shape] -> logits``), checked by onnx's checker."""
-    closed = jax.make_jaxpr(function)(input_spec(input_shape))
+def export_onnx(function: Callable[[jax.Array], jax.Array], *, input_shape: Sequence[int], dtype: Any = np.float32,
+                name: str = "cnn") -> onnx.ModelProto:
+    """The ONNX model of ``function`` (``images [batch, *input_shape] of dtype -> logits``), checked by onnx's checker."""
+    closed = jax.make_jaxpr(function)(input_spec(input_shape, dtype))
     model = jaxpr_to_onnx(closed, input_names=[INPUT], output_names=[OUTPUT], graph_name=name)
     onnx.checker.check_model(model)
     return model
@@ -47,7 +48,8 @@ def write(proto: onnx.ModelProto, path: Any) -> pathlib.Path:
 
 
 def run_onnx(path: Any, *, threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-    """``images float32 [N, ...] -> logits`` through an ONNX Runtime CPU session on ``path`` (0 threads: its default)."""
+    """``images [N, ...] -> logits`` through an ONNX Runtime CPU session on ``path`` (0 threads: its default);
+    the images are cast to the file's input type (float32, or uint8 for a run exported with its preprocessing)."""
     import onnxruntime  # a test and deployment dependency, not the exporter's
 
     options = onnxruntime.SessionOptions()
@@ -55,4 +57,5 @@ def run_onnx(path: Any, *, threads: int = 0) -> Callable[[np.ndarray], np.ndarra
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda images: session.run([OUTPUT], {INPUT: np.asarray(images, np.float32)})[0]
+    dtype = np.uint8 if session.get_inputs()[0].type == "tensor(uint8)" else np.float32
+    return lambda images: session.run([OUTPUT], {INPUT: np.asarray(images, dtype)})[0]

@@ -11,19 +11,26 @@ import pathlib
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from cnn.export.forward import forward, input_spec
 
 
-def export_stablehlo(model: nn.Module, variables: Any, *, input_shape: Sequence[int]) -> jax.export.Exported:
-    """The ``jax.export.Exported`` of ``model``'s evaluation forward pass on ``[batch, *input_shape]``."""
-    return jax.export.export(jax.jit(forward(model, variables)))(input_spec(input_shape))
+def export_stablehlo(function: Callable[[jax.Array], jax.Array], *, input_shape: Sequence[int],
+                     dtype: Any = jnp.float32) -> jax.export.Exported:
+    """The ``jax.export.Exported`` of ``function`` (e.g. ``cnn.export.forward.forward(model, variables)``) on
+    ``[batch, *input_shape]`` inputs of ``dtype``."""
+    return jax.export.export(jax.jit(function))(input_spec(input_shape, dtype))
 
 
 def to_stablehlo(model: nn.Module, variables: Any, path: Any, *, input_shape: Sequence[int]) -> pathlib.Path:
     """Writes the serialised StableHLO program of ``model`` (``images [N, *input_shape] -> logits``) to ``path``."""
-    exported = export_stablehlo(model, variables, input_shape=input_shape)
+    return write(export_stablehlo(forward(model, variables), input_shape=input_shape), path)
+
+
+def write(exported: jax.export.Exported, path: Any) -> pathlib.Path:
+    """Saves ``exported`` serialised to ``path`` atomically (a temporary file renamed into place)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
