@@ -131,7 +131,7 @@ def compress(name: str, args, key) -> dict:
     int8_forward = lambda x: int8_model.apply(int8_variables, x, train=False)
     ptq_onnx, ptq_bytes = onnx_accuracy(int8_model, int8_variables, workdir / "int8.onnx", shape, test_images, test_labels)
     qat = quantize.qat_model(model)
-    qat_variables = dict(variables, **qat.apply(variables, calibration[0], train=False, mutable=["quant_stats"])[1])
+    qat_variables = dict(variables, quant_stats=quantize.calibrate(model, variables, calibration[:1]))
     key, subkey = jax.random.split(key)
     qat_tuned = tune(qat, qat_variables, optax.adam(args.learning_rate / 10), subkey)
     qat_tuned = {k: v for k, v in qat_tuned.items() if k != "quant_stats"}

@@ -100,6 +100,18 @@ def _fold(eqn: Any, values: List[np.ndarray]) -> Optional[List[np.ndarray]]:
     return [np.asarray(o) for o in outputs]
 
 
+def _live_equations(jaxpr: Any) -> List[Any]:
+    """The equations that the outputs depend on (a computation of unused values, e.g. the one-hot targets
+    of a preprocessing chain, is dropped rather than converted)."""
+    needed = {v for v in jaxpr.outvars if not isinstance(v, jax_core.Literal)}
+    live = []
+    for eqn in reversed(jaxpr.eqns):
+        if any(v in needed for v in eqn.outvars):
+            live.append(eqn)
+            needed.update(v for v in eqn.invars if not isinstance(v, jax_core.Literal))
+    return live[::-1]
+
+
 def convert(graph: Graph, jaxpr: Any, consts: Sequence[Any], inputs: Sequence[str]) -> List[str]:
     """Writes ``jaxpr`` into ``graph`` with ``inputs`` (tensor names) as its inputs; returns its output names."""
     env: Dict[Any, str] = {}
@@ -113,7 +125,7 @@ def convert(graph: Graph, jaxpr: Any, consts: Sequence[Any], inputs: Sequence[st
             return graph.const(_literal_value(atom), hint="literal")
         return env[atom]
 
-    for eqn in jaxpr.eqns:
+    for eqn in _live_equations(jaxpr):
         names = [read(a) for a in eqn.invars]
         if all(n in graph.constants for n in names):
             folded = _fold(eqn, [graph.constants[n] for n in names])

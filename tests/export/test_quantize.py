@@ -65,12 +65,12 @@ def test_int8_onnx_equals_the_int8_model(int8_simple_cnn, tmp_path):
 
 
 def test_a_qat_step_trains_through_the_fake_quantisation():
-    model = cnn.models.create("lenet5", num_classes=10)
+    model = cnn.models.create("simple_cnn", num_classes=10, widths=(4, 8), hidden=16)
     variables = random_variables(model, (28, 28, 1))
     qat = quantize.qat_model(model, quantize.int8_rules(activations=True))
     images = jax.random.uniform(jax.random.key(0), (8, 28, 28, 1))
     labels = jnp.arange(8) % 10
-    quant_stats = qat.apply(variables, images, train=True, mutable=["quant_stats"])[1]["quant_stats"]
+    quant_stats = quantize.calibrate(model, variables, [images])
 
     def loss(params):
         logits, _ = qat.apply({"params": params, "quant_stats": quant_stats}, images, train=True, mutable=["quant_stats"])
