@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def random_variables(model, input_shape, seed=0):
+def random_variables(model, input_shape, seed=0, gain=2.0):
+    """Every variable of ``model`` drawn at random; kernels normal with variance ``gain / fan_in`` (He: 2)."""
     abstract = jax.eval_shape(
         lambda x: model.init(jax.random.key(0), x, train=False), jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     )
@@ -18,7 +19,7 @@ def random_variables(model, input_shape, seed=0):
     def draw(path, leaf):
         name = str(getattr(path[-1], "key", path[-1]))
         if name == "kernel":
-            value = rng.normal(size=leaf.shape) * np.sqrt(2.0 / np.prod(leaf.shape[:-1]))
+            value = rng.normal(size=leaf.shape) * np.sqrt(gain / np.prod(leaf.shape[:-1]))
         elif name in ("scale", "var"):
             value = rng.uniform(0.5, 1.5, size=leaf.shape)
         else:
