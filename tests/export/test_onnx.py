@@ -1,7 +1,6 @@
 """ONNX export: ONNX Runtime's logits equal the JAX model's eval logits at any batch size."""
 
 import jax
-import jax.experimental
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -60,7 +59,7 @@ def test_onnx_full_depth_models(name, tmp_path):
     path = cnn.export.to_onnx(model, variables, tmp_path / f"{name}.onnx", input_shape=input_shape)
     images = np.asarray(jax.random.normal(jax.random.key(1), (3, *input_shape)))
     actual, float32 = cnn.export.run_onnx(path)(images), np.asarray(forward(model, variables)(images))
-    with jax.experimental.enable_x64():
+    with jax.enable_x64(True):
         wide = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), variables)
         float64 = np.asarray(model.apply(wide, jnp.asarray(images, jnp.float64), train=False))
     assert relative_error(actual, float64) <= 2 * relative_error(float32, float64) + 1e-6
