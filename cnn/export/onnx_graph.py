@@ -150,7 +150,7 @@ def convert(graph: Graph, jaxpr: Any, consts: Sequence[Any], inputs: Sequence[st
     return [read(a) for a in jaxpr.outvars]
 
 
-def _value_info(name: str, aval: Any, symbols: Dict[str, str]) -> onnx.ValueInfoProto:
+def _value_info(name: str, aval: Any) -> onnx.ValueInfoProto:
     dims = [str(d) if is_symbolic(d) else int(d) for d in aval.shape]
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(aval.dtype)), dims)
 
@@ -175,8 +175,8 @@ def jaxpr_to_onnx(
     initializers = [numpy_helper.from_array(v, n) for n, v in graph.constants.items() if n in used]
     onnx_graph = helper.make_graph(
         graph.nodes, graph_name,
-        [_value_info(n, v.aval, graph.symbols) for n, v in zip(input_names, jaxpr.invars)],
-        [_value_info(n, v.aval, graph.symbols) for n, v in zip(output_names, jaxpr.outvars)],
+        [_value_info(n, v.aval) for n, v in zip(input_names, jaxpr.invars)],
+        [_value_info(n, v.aval) for n, v in zip(output_names, jaxpr.outvars)],
         initializer=initializers,
     )
     model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cnn")

@@ -28,12 +28,19 @@ def _layers(model: nn.Module, params: Any) -> List[Tuple[str, dict]]:
         raise ValueError(f"structured pruning needs a chain model with 'widths' and 'hidden' fields "
                          f"(simple_cnn, lenet5); {type(model).__name__} has {sorted(fields) or 'neither'}")
     layers = []
-    for name, module in params.items():
+    for name in sorted(params, key=_call_order):
+        module = params[name]
         inner = module.get("conv", module)  # ConvNormAct keeps its conv under "conv"
         if "kernel" not in inner:
             raise ValueError(f"structured pruning: layer {name!r} has no kernel; expected a chain of convs and dense layers")
         layers.append((name, inner))
     return layers
+
+
+def _call_order(name: str) -> Tuple[int, int]:
+    """conv1, conv2, ..., fc1, fc2, ...: the chain's order whatever order a restored checkpoint's dict has."""
+    digits = "".join(c for c in name if c.isdigit())
+    return (0 if name.startswith("conv") else 1, int(digits or 0))
 
 
 def _keep_list(keep: Keep, count: int) -> List[float]:
