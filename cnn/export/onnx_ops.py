@@ -10,7 +10,7 @@ Anything else fails with the primitive's name, never silently.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
 from onnx import helper
@@ -349,8 +349,3 @@ RULES: Dict[str, Any] = {
     "reduce_window_max": _reduce_window_max, "reduce_window_sum": _reduce_window_sum,
     "conv_general_dilated": _conv_general_dilated, "dot_general": _dot_general, "dim_as_value": _dim_as_value,
 }
-
-
-def names() -> List[str]:
-    """The primitives with a rule."""
-    return sorted(RULES)
