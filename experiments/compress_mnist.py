@@ -77,8 +77,7 @@ def compress(name: str, args, key) -> dict:
     config = baseline_config(name, args.epochs)
     started = time.perf_counter()
     results = train_and_evaluate(config, workdir)
-    (workdir / "config.json").write_text(config.to_json())
-    run = runs.load_run(config, workdir)
+    run = runs.load_run(workdir)
     model, variables = run.model, run.variables
     shape = tuple(run.test_source.image_shape)
     train_source = cnn.data.source(config.data.name, "train", data_dir=config.data.get("data_dir") or None)

@@ -10,12 +10,10 @@ The best checkpoint is the checkpointed step with the best ``config.training.bes
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any, Optional
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 import cnn.data
@@ -26,14 +24,6 @@ from cnn.export.forward import forward
 
 FORMATS = {"onnx": ".onnx", "stablehlo": ".stablehlo"}
 CHECKPOINTS = ("best", "final")
-
-
-def read_config(workdir: Any) -> ml_collections.ConfigDict:
-    """The run's ConfigDict from ``workdir/config.json``."""
-    path = pathlib.Path(workdir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no {path}: is {workdir} the workdir of a training run?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def chosen_step(workdir: Any, config: Any, checkpoint: str) -> int:
@@ -68,9 +58,9 @@ def export_run(workdir: Any, *, format: str, output: Optional[Any] = None, check
     ``images uint8 [N, H, W, C] -> logits float32 [N, classes]``."""
     if format not in FORMATS:
         raise ValueError(f"format={format!r}; expected one of {', '.join(FORMATS)}")
-    config = read_config(workdir)
+    config = runs.read_config(workdir)
     step = chosen_step(workdir, config, checkpoint)
-    run = runs.load_run(config, workdir, step)
+    run = runs.load_run(workdir, step, config=config)
     input_shape = tuple(int(d) for d in run.test_source.image_shape)
     output = pathlib.Path(output) if output else pathlib.Path(workdir) / f"model_{checkpoint}_step{step}{FORMATS[format]}"
     model, prepare = forward(run.model, run.variables), run_preprocessing(config)
