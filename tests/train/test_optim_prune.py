@@ -4,7 +4,7 @@ import pytest
 
 from cnn.analysis.runs import restore_variables
 from cnn.export import pruning
-from cnn.train import optim
+from cnn.train import optim, validate
 from cnn.train.loop import train_and_evaluate
 from experiments.configs import mnist_simple_cnn
 
@@ -24,3 +24,10 @@ def test_a_bad_prune_setting_fails_before_training():
     config.optimizer.prune = "gradual(0.9, every=0)"
     with pytest.raises(ValueError, match=r"optimizer.prune='gradual\(0.9, every=0\)'"):
         optim.build(config.optimizer, steps_per_epoch=10, total_steps=100, global_batch=8)
+
+
+def test_validation_names_a_bad_prune_setting():
+    config = mnist_simple_cnn.get_config("smoke")
+    config.optimizer.prune = "gradual(0.9, scope='rows')"
+    with pytest.raises(ValueError, match=r"optimizer.prune=.*scope='rows'; expected one of global, layer"):
+        validate.check(config)
