@@ -7,6 +7,7 @@ import math
 import re
 from typing import Any, Iterable, Optional
 
+from cnn.export import pruning
 from cnn.layers import cpu_kernels
 from cnn.train import optim
 from cnn.train.parallel import MODES
@@ -108,6 +109,8 @@ def check(config: Any) -> None:
             re.compile(pattern)
         except (re.error, TypeError) as error:
             raise ValueError(f"optimizer.freeze: {pattern!r} is not a regular expression ({error})") from None
+    if opt.get("prune"):
+        pruning.parse_schedule(opt.prune)  # "optimizer.prune='...': ..." on a bad schedule
 
 
 def check_split(path: str, split: str, examples: int) -> None:
