@@ -78,8 +78,8 @@ def check(config: Any) -> None:
     integer("training.keep_checkpoints", training.keep_checkpoints, 1)
     integer("training.steps_per_call", training.steps_per_call, 1)
     metrics = METRICS + (tuple(f"{m}_ema" for m in METRICS) if training.ema_decay else ())
-    if training.best_metric:
-        choice("training.best_metric", training.best_metric, metrics + ("''",))
+    if training.best_metric and training.best_metric not in metrics:
+        _fail("training.best_metric", training.best_metric, f"one of {', '.join(metrics)} (or '' for none)")
     choice("training.best_mode", training.best_mode, ("max", "min"))
     if training.per_device_batch_norm and config.parallel != "pmap":
         raise ValueError(f"training.per_device_batch_norm=True needs parallel='pmap' (got {config.parallel!r})")
