@@ -257,10 +257,10 @@ def load_torch_weights(
         loaded.append(entry.torch_key)
     expected = {entry.torch_key for entry in plan.entries}
     dropped = tuple(sorted(k for k in keys if k in plan.torch_only))
-    for k in sorted(keys - expected - set(dropped)):
-        if k in head_keys:
-            skipped[k] = head_reason
-        elif strict:
+    for k in sorted(keys & head_keys):
+        skipped[k] = head_reason
+    for k in sorted(keys - expected - set(dropped) - head_keys):
+        if strict:
             problems.append(f"unexpected key {k!r} of shape {tuple(state[k].shape)}: {spec.name} has no such tensor")
         else:
             skipped[k] = f"{spec.name} has no such tensor"

@@ -13,11 +13,6 @@ import pytest
 import twin_reference as ref  # tests/helpers, on pytest's pythonpath
 
 
-def _resnet(libs):
-    models = libs.torchvision.models
-    return models.ResNet(models.resnet.BasicBlock, [2, 1, 1, 1])
-
-
 def _resnext(libs):
     models = libs.torchvision.models
     return models.ResNet(models.resnet.Bottleneck, [1, 1, 1, 1], groups=32, width_per_group=4)
@@ -62,13 +57,16 @@ def _timm(name, **kwargs):
 # name: (the twin, our overrides for its layout, check_twin options: eval sizes, train-mode size, ...)
 ODD = {"sizes": (97,), "train_size": 64}
 CASES = {
-    "resnet18": (_resnet, {"stage_sizes": (2, 1, 1, 1)}, ODD),
+    "resnet18": (_torchvision("resnet18"), {}, {"sizes": (224, 97), "train_size": 64}),  # the ImageNet size once
     "resnext50_32x4d": (_resnext, {"stage_sizes": (1, 1, 1, 1)}, ODD),
     "vgg11_bn": (_vgg11_bn, {"hidden": (64, 64)}, ODD),
     "alexnet": (_torchvision("alexnet"), {}, ODD),
-    "googlenet": (_torchvision("googlenet", aux_logits=True, init_weights=False), {}, ODD),
-    "inception_v3": (_torchvision("inception_v3", aux_logits=True, init_weights=False), {},
-                     {"sizes": (97,), "train_size": 299, "train_batch": 4}),  # the auxiliary head needs 299 x 299
+    # With torchvision's transform_input, as its ImageNet weights are used (the loader reads aux_logits off the keys).
+    "googlenet": (_torchvision("googlenet", aux_logits=True, transform_input=True, init_weights=False),
+                  {"transform_input": True}, ODD),
+    # Inception-v3 in training (its auxiliary head needs 299 x 299): test_torch_twins_full.py.
+    "inception_v3": (_torchvision("inception_v3", aux_logits=True, transform_input=True, init_weights=False),
+                     {"transform_input": True}, {"sizes": (97,)}),
     "densenet121": (_densenet, {"block_sizes": (2, 3, 2, 2), "growth_rate": 8, "stem_width": 16}, ODD),
     "mobilenet_v2": (_torchvision("mobilenet_v2"), {}, ODD),
     "mobilenet_v3_small": (_torchvision("mobilenet_v3_small"), {}, ODD),

@@ -1,7 +1,7 @@
 """Model zoo II (issue 7): exact parameter counts from shapes alone (``jax.eval_shape``, nothing
 allocated), against torchvision's and timm's published ``num_params`` and, for the CIFAR variants,
 the counts of kuangliu/pytorch-cifar's models (checked independently by the PyTorch builds in
-``test_zoo2_reference_*.py``)."""
+``test_cifar_and_1d_references.py``)."""
 
 import jax
 import jax.numpy as jnp
