@@ -36,7 +36,7 @@ def twins():
     for module in ("torchvision", "timm"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed: the twins' real classes come from torchvision 0.28.0 and timm "
-                        "(pip install --no-deps torchvision==0.28.0 timm, after pip install -e '.[dev]')")
+                        "(pip install --no-deps torchvision==0.28.0 timm==1.0.31, after pip install -e '.[dev]')")
     import twin_reference  # tests/helpers, on pytest's pythonpath
 
     return twin_reference.import_libraries()

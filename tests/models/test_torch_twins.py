@@ -25,6 +25,22 @@ def _efficientnet(libs):
     return models.EfficientNet(stages, dropout=0.2)
 
 
+MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2))  # (t, c, n, s): every kind of block
+MOBILENET_V3_BLOCKS = ((3, 16, 16, True, False, 2), (3, 72, 24, False, False, 2), (3, 88, 24, False, False, 1),
+                       (5, 96, 40, True, True, 2))  # (kernel, expanded, out, SE, hard-swish, stride): small's first 4
+
+
+def _mobilenet_v2(libs):
+    return libs.torchvision.models.MobileNetV2(inverted_residual_setting=[list(row) for row in MOBILENET_V2_STAGES])
+
+
+def _mobilenet_v3(libs):
+    config = libs.torchvision.models.mobilenetv3.InvertedResidualConfig
+    blocks = [config(c_in, kernel, expanded, out, se, "HS" if hs else "RE", stride, 1, 1.0)
+              for c_in, (kernel, expanded, out, se, hs, stride) in zip((16, 16, 24, 24), MOBILENET_V3_BLOCKS)]
+    return libs.torchvision.models.MobileNetV3(blocks, last_channel=1024)
+
+
 def _r3d(libs):
     video = libs.torchvision.models.video.resnet
     return video.VideoResNet(video.BasicBlock, [video.Conv3DSimple] * 4, [2, 1, 1, 1], video.BasicStem)
@@ -68,8 +84,8 @@ CASES = {
     "inception_v3": (_torchvision("inception_v3", aux_logits=True, transform_input=True, init_weights=False),
                      {"transform_input": True}, {"sizes": (97,)}),
     "densenet121": (_densenet, {"block_sizes": (2, 3, 2, 2), "growth_rate": 8, "stem_width": 16}, ODD),
-    "mobilenet_v2": (_torchvision("mobilenet_v2"), {}, ODD),
-    "mobilenet_v3_small": (_torchvision("mobilenet_v3_small"), {}, ODD),
+    "mobilenet_v2": (_mobilenet_v2, {"stages": MOBILENET_V2_STAGES}, ODD),
+    "mobilenet_v3_small": (_mobilenet_v3, {"blocks": MOBILENET_V3_BLOCKS}, ODD),
     "efficientnet_b0": (_efficientnet, {"stages": ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2))},
                         ODD),
     "convnext_tiny": (_convnext, {"depths": (1, 1, 2, 1), "widths": (16, 32, 48, 64)}, ODD),
