@@ -272,7 +272,7 @@ def load_torch_weights(
     fresh = _fresh(model, input_shape, fresh_paths, jax.random.key(0) if key is None else key)
     variables: Dict[str, Any] = {}
     for path, value in values.items():
-        _set(variables, path, jnp.asarray(value))
+        _set(variables, path, jax.device_put(value))  # (jnp.asarray would compile a program per shape)
     for path, value in zip(fresh_paths, fresh):
         _set(variables, path, value)
     report = LoadReport(name, description, num_classes, checkpoint_classes, tuple(loaded), adapted, reinitialised,
@@ -343,7 +343,7 @@ def insert_variables(variables: Mapping[str, Any], loaded: Mapping[str, Any], *,
         if np.shape(current) != np.shape(leaf):
             problems.append(f"{'/'.join(target)} has shape {np.shape(current)}, the loaded value {np.shape(leaf)}")
             continue
-        _set(result, target, jnp.asarray(leaf, getattr(current, "dtype", None)))
+        _set(result, target, jax.device_put(np.asarray(leaf, getattr(current, "dtype", None))))
     if problems:
         raise ValueError(f"{len(problems)} loaded variable(s) do not fit:\n  " + "\n  ".join(problems))
     return result
