@@ -175,33 +175,50 @@ def check_features(libs, name, model, ours, reference, x):
         assert_equal_outputs(ours[stage], theirs[stage], f"{name} features {stage}")
 
 
-def check_train_mode(libs, name, model, variables, reference, x, overrides):
-    """Logits with batch statistics (and auxiliary logits), and the running statistics after one step."""
+def _train_outputs(libs, name, twin, x, overrides, double=False):
+    """The twin's train-mode outputs ``{what: array}``: logits, auxiliary logits, running statistics after the step."""
     torch = libs.torch
-    twin = quiet_dropout(libs, copy.deepcopy(reference))
+    twin = quiet_dropout(libs, copy.deepcopy(twin).double() if double else copy.deepcopy(twin))
     with torch.no_grad():
-        outputs = twin(nchw(libs, x))
+        outputs = twin(nchw(libs, x).double() if double else nchw(libs, x))
+    if isinstance(outputs, torch.Tensor):
+        outputs = [outputs]
+    else:  # torchvision's GoogLeNetOutputs(logits, aux2, aux1), InceptionOutputs(logits, aux)
+        outputs = [outputs[0]] + [a for a in outputs[1:][::-1] if a is not None]
+    found = {"logits": outputs[0].numpy()}
+    found.update({f"auxiliary logits {i}": a.numpy() for i, a in enumerate(outputs[1:], start=1)})
+    found.update({k: v.numpy() for k, v in twin.state_dict().items() if k.endswith(("running_mean", "running_var"))})
+    return found
+
+
+def check_train_mode(libs, name, model, variables, reference, x, overrides):
+    """Logits with batch statistics (and auxiliary logits), and the running statistics after one step.
+
+    In training a deep network's output is far more sensitive to rounding than in evaluation (BatchNorm over
+    the batch amplifies perturbations with depth): PyTorch's own float32 ResNet-152 differs from its float64 by
+    3e-4. Where ours differs from the float32 twin by more than ``TRAIN_RELATIVE``, it must be no further from
+    the float64 twin than twice the float32 twin is."""
     ours, state = jax.jit(lambda v, inputs: model.apply(v, inputs, train=True, mutable=["batch_stats", "intermediates"]))(
         variables, x)
-    if isinstance(outputs, torch.Tensor):
-        outputs, aux = outputs, []
-    else:  # torchvision's GoogLeNetOutputs(logits, aux2, aux1), InceptionOutputs(logits, aux)
-        outputs, aux = outputs[0], [a for a in outputs[1:][::-1] if a is not None]
-    assert_equal_outputs(ours, outputs.numpy(), f"{name} train-mode logits", limit=TRAIN_RELATIVE)
-    ours_aux = state.get("intermediates", {})
-    ours_aux = [leaf for leaf in jax.tree_util.tree_leaves(ours_aux)]
-    assert len(ours_aux) == len(aux), f"{len(ours_aux)} auxiliary outputs, the twin gives {len(aux)}"
-    for i, (a, b) in enumerate(zip(ours_aux, aux)):
-        assert_equal_outputs(a, b.numpy(), f"{name} train-mode auxiliary logits {i + 1}", limit=TRAIN_RELATIVE)
+    mine = {"logits": np.asarray(ours)}
+    mine.update({f"auxiliary logits {i}": np.asarray(a)
+                 for i, a in enumerate(jax.tree_util.tree_leaves(state.get("intermediates", {})), start=1)})
     if "batch_stats" in state:
         updated = torch_state_dict(name, {"params": variables["params"], "batch_stats": state["batch_stats"]},
                                    **_layout_fields(overrides))
-        theirs = twin.state_dict()
-        errors = {key: relative_error(updated[key], theirs[key].numpy())
-                  for key in updated if key.endswith(("running_mean", "running_var"))}
-        worst = max(errors, key=errors.get)
-        print(f"{name} running statistics after a train step: worst {worst}, {errors[worst]:.1e}")
-        assert errors[worst] <= TRAIN_RELATIVE, f"{name}: {worst} after a train step differs by {errors[worst]:.2e}"
+        mine.update({k: v for k, v in updated.items() if k.endswith(("running_mean", "running_var"))})
+    theirs = _train_outputs(libs, name, reference, x, overrides)
+    assert set(mine) == set(theirs), f"ours give {sorted(set(mine) ^ set(theirs))} where the twin does not, or back"
+    errors = {what: relative_error(mine[what], theirs[what]) for what in theirs}
+    worst = max(errors, key=errors.get)
+    print(f"{name} train mode: logits {errors['logits']:.1e}, worst {worst} {errors[worst]:.1e}")
+    beyond = [what for what, error in errors.items() if error > TRAIN_RELATIVE]
+    if beyond:
+        exact = _train_outputs(libs, name, reference, x, overrides, double=True)
+        for what in beyond:
+            twin_error, our_error = relative_error(theirs[what], exact[what]), relative_error(mine[what], exact[what])
+            print(f"{name} train mode {what}: from float64, ours {our_error:.1e}, the float32 twin's {twin_error:.1e}")
+            assert our_error <= 2 * twin_error, f"{name} train-mode {what}: {our_error:.2e} from float64, twin {twin_error:.2e}"
 
 
 def _layout_fields(overrides):
