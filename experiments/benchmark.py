@@ -213,7 +213,7 @@ def benchmark_one(args, name, batch_size, mode) -> dict:
 
     ours, memory = memory_phase(build_ours)
     described = summary(ours.model, shape)
-    flops = 2 * described.macs  # forward FLOPs per example, the published convention (convs and matrix products)
+    flops = described.flops  # forward FLOPs per example: 2 x multiply-adds, the published convention
     record.update(image_shape=list(shape), params=described.params, devices=ours.devices, compile_s=round(ours.compile_s, 2), ours_memory=memory,
                   ours_device_peak_mb=ours.device_peak_mb(), train_flops_per_example=3 * flops)
     sides = {"ours": ours}

@@ -18,7 +18,8 @@ import sys
 
 from absl import app, flags, logging
 
-from experiments import train as train_cli  # its --config/--workdir/--force flags and their one-line errors
+from experiments import cli
+from experiments import train as train_cli  # noqa: F401  (defines the --config, --workdir and --force flags)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("sweep", [], 'A grid axis, FIELD=V1,V2,... (repeat for a cross product), e.g. "optimizer.learning_rate=0.1,0.01".')
@@ -32,27 +33,29 @@ def _parse_flags(argv):
     """``--search-algorithm`` is accepted as well as absl's ``--search_algorithm``."""
     argv = [arg.replace("--search-algorithm", "--search_algorithm", 1) if arg.startswith("--search-algorithm") else
             arg.replace("--search-seed", "--search_seed", 1) if arg.startswith("--search-seed") else arg for arg in argv]
-    return train_cli._parse_flags(argv)
+    return cli.parse_flags(argv)
 
 
 def main(argv):
     if len(argv) > 1:
-        train_cli._fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. --sweep FIELD=V1,V2")
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. --sweep FIELD=V1,V2")
     logging.set_verbosity(logging.WARNING)
     std_logging.basicConfig(format="%(message)s")
-    std_logging.getLogger("cnn.train.compare").setLevel(std_logging.WARNING)
-    from cnn.train import compare, search
+    std_logging.getLogger("cnn.compare").setLevel(std_logging.WARNING)
+    from cnn import compare
+    from cnn.compare import search
     from cnn.data import DataError
     from cnn.train import loop
 
-    comparison = FLAGS.config
+    comparison = cli.loaded_config(FLAGS.config)
+    cli.check_workdir(FLAGS.workdir)
     if "base" not in comparison or "runs" not in comparison:
-        train_cli._fail("--config: not a comparison config (it needs base, runs and seeds; see experiments/configs/compare_mnist.py)")
+        cli.fail("--config: not a comparison config (it needs base, runs and seeds; see experiments/configs/compare_mnist.py)")
     if FLAGS.sweep and FLAGS.search:
-        train_cli._fail("--sweep and --search both given; use a grid (--sweep) or a search (--search), not both")
+        cli.fail("--sweep and --search both given; use a grid (--sweep) or a search (--search), not both")
     workdir = pathlib.Path(FLAGS.workdir)
     if workdir.exists() and not workdir.is_dir():
-        train_cli._fail(f"--workdir={FLAGS.workdir} is a file, not a folder; choose another --workdir")
+        cli.fail(f"--workdir={FLAGS.workdir} is a file, not a folder; choose another --workdir")
     with comparison.unlocked():
         comparison.base.force = bool(FLAGS.force or comparison.base.get("force", False))
     try:
@@ -65,8 +68,7 @@ def main(argv):
         print(f"{stop}; run the same command to resume", file=sys.stderr)
         sys.exit(loop.Preempted.exit_status)
     except (ValueError, KeyError, TypeError, OSError, DataError, loop.RunError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        train_cli._fail(message)
+        cli.fail(cli.first_line(error))
     print((workdir / "results.md").read_text())
     print(f"{len(groups)} rows; results in {workdir}/results.md, results.csv, trials.csv and the plots")
 

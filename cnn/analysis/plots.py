@@ -153,7 +153,7 @@ def run_pictures(config: Any, workdir: Any, *, layer: str = "", images: int = 4,
     out = workdir / "plots"
     title = title or workdir.name
     written = [plot_curves(runs.read_metrics(workdir), out / "curves.png", title)]
-    run = runs.load_run(config, workdir)
+    run = runs.load_run(workdir, config=config)
     written.append(plot_confusion(runs.confusion_matrix(run, limit=confusion_limit), run.class_names,
                                   out / "confusion_matrix.png", title))
     kernel_path, kernel = runs.first_conv_kernel(run.variables["params"])

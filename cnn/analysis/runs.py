@@ -1,8 +1,9 @@
-"""Reading what a training run left in its workdir: metrics, results and the final state.
+"""Reading what a training run left in its workdir: config, metrics, results and the final state.
 
-``load_run(config, workdir)`` rebuilds the run's model and test data from its config and restores
-the newest checkpoint, so pictures and confusion matrices can be computed after the fact, for a
-run that finished long ago as well as for one that just did.
+``load_run(workdir)`` rebuilds the run's model and test data from its ``config.json`` and restores the
+newest (or a given) checkpoint, so pictures, explanations, attacks and exports can be computed after the
+fact, for a run that finished long ago as well as for one that just did. Nothing here imports the
+training engine.
 """
 
 from __future__ import annotations
@@ -32,6 +33,17 @@ def read_metrics(workdir: Any) -> List[dict]:
             except json.JSONDecodeError:
                 continue
     return records
+
+
+def read_config(workdir: Any):
+    """The run's config (``workdir/config.json``, written when it started) as a ConfigDict."""
+    import ml_collections
+
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: {workdir} is not the workdir of a run (or of a run "
+                                f"started before runs recorded their config)")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def read_results(workdir: Any) -> Optional[dict]:
@@ -123,8 +135,10 @@ class LoadedRun:
         return flat
 
 
-def load_run(config: Any, workdir: Any, step: Optional[int] = None) -> LoadedRun:
-    """The model of ``config`` with the variables of ``workdir``'s newest (or ``step``'s) checkpoint."""
+def load_run(workdir: Any, step: Optional[int] = None, *, config: Any = None) -> LoadedRun:
+    """The run's model (plain Flax, float32) with the variables of ``workdir``'s newest (or ``step``'s)
+    checkpoint, its test split and preprocessing; ``config`` defaults to the run's ``config.json``."""
+    config = read_config(workdir) if config is None else config
     import cnn.data
     import cnn.models
     from cnn.data.chain import preprocessing

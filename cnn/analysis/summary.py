@@ -1,7 +1,10 @@
-"""Model summary: parameter count, forward FLOPs from XLA's cost analysis, a per-layer table.
+"""Model summary: parameter count, multiply-adds and FLOPs, a per-layer table.
 
-Nothing is allocated: shapes come from ``jax.eval_shape`` and FLOPs from the lowered (not
-compiled) computation, so a 140M-parameter VGG is summarised in a second or two.
+FLOPs mean 2 x multiply-adds of the convolutions and matrix products (the published convention)
+everywhere this library prints them; XLA's own count of every operation of the lowered graph is kept
+under its own name, ``xla_flops``. Nothing is allocated: shapes come from ``jax.eval_shape`` and
+counts from the traced and lowered (not compiled) computation, so a 140M-parameter VGG is summarised
+in a second or two.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ class Summary:
 
     params: int
     batch_stats: int
-    flops: float  # forward FLOPs per example (a multiply-add counts 2), XLA's count, padding taps included
-    flops_without_padding: float  # XLA's own count, which skips taps over a conv's zero padding
-    macs: float  # multiply-adds per example of the convolutions and matrix products alone (published convention)
+    macs: float  # multiply-adds per example of the convolutions and matrix products (published convention)
+    flops: float  # 2 x macs: forward FLOPs per example as papers count them
+    xla_flops: float  # XLA's count of every operation of the forward graph per example, padding taps included
+    xla_flops_without_padding: float  # XLA's own count, which skips taps over a conv's zero padding
     input_shape: Tuple[int, ...]
     output_shape: Tuple[int, ...]
     rows: Tuple[LayerRow, ...]
@@ -47,8 +51,9 @@ class Summary:
         rule = "-" * len(line(header))
         footer = [
             f"params: {self.params:,}   batch_stats: {self.batch_stats:,}",
-            f"forward FLOPs per example: {self.flops / 1e9:.3f} G (all operations, XLA's count)",
             f"multiply-adds per example: {self.macs / 1e9:.3f} G (convolutions and matrix products)",
+            f"forward FLOPs per example: {self.flops / 1e9:.3f} G (2 x multiply-adds)",
+            f"XLA's count of every operation: {self.xla_flops / 1e9:.3f} G per example",
             f"input {self.input_shape} -> output {self.output_shape}",
         ]
         return "\n".join([line(header), rule, *map(line, body), rule, *footer])
@@ -167,9 +172,26 @@ def forward_macs(model: nn.Module, variables: Any, x: Any) -> float:
     return _jaxpr_macs(closed.jaxpr) / x.shape[0]
 
 
+def _split_batch(model: nn.Module, input_shape: Tuple[int, ...], batch_size: int) -> Tuple[Tuple[int, ...], int]:
+    """``input_shape`` without its batch axis, and the batch size: a zoo model knows its spatial rank, so a
+    shape of rank + 2 entries carries the batch axis and one of rank + 1 does not; anything else is refused."""
+    rank = getattr(model, "spatial_rank", None)
+    if rank is None:  # a module of the user's: input_shape has no batch axis, as documented
+        return input_shape, batch_size
+    if len(input_shape) == rank + 2:
+        return input_shape[1:], input_shape[0]
+    if len(input_shape) == rank + 1:
+        return input_shape, batch_size
+    from cnn.models.layout import LAYOUTS
+
+    raise ValueError(f"{type(model).__name__} takes {LAYOUTS.get(rank, rank)} inputs: give input_shape as one example "
+                     f"({rank + 1} entries, e.g. (224, 224, 3)) or with the batch axis ({rank + 2}); got {input_shape}")
+
+
 def summary(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1, dtype=jnp.float32) -> Summary:
-    """Summarises ``model`` on inputs of shape ``[batch_size, *input_shape]`` (no batch axis in ``input_shape``)."""
-    input_shape = tuple(int(d) for d in input_shape)
+    """Summarises ``model`` on ``input_shape``: one example (``(224, 224, 3)``, with ``batch_size`` examples
+    traced) or, for a zoo model, a whole batch (``(8, 224, 224, 3)``)."""
+    input_shape, batch_size = _split_batch(model, tuple(int(d) for d in input_shape), batch_size)
     variables, x = init_shapes(model, input_shape, batch_size, dtype)
     calls: List[dict] = []
 
@@ -190,12 +212,14 @@ def summary(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1
         LayerRow(c["path"] or "(model)", c["type"], c["output"], c["params"], c["path"].count("/") + (1 if c["path"] else 0))
         for c in calls
     )
+    macs = forward_macs(model, variables, x)
     return Summary(
         params=count(variables.get("params", {})),
         batch_stats=count(variables.get("batch_stats", {})),
-        flops=forward_flops(model, variables, x),
-        flops_without_padding=forward_flops(model, variables, x, count_padding=False),
-        macs=forward_macs(model, variables, x),
+        macs=macs,
+        flops=2 * macs,
+        xla_flops=forward_flops(model, variables, x),
+        xla_flops_without_padding=forward_flops(model, variables, x, count_padding=False),
         input_shape=(batch_size, *input_shape),
         output_shape=tuple(jax.tree.leaves(output)[0].shape),
         rows=rows,

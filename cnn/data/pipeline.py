@@ -124,6 +124,29 @@ def _to_iter_dataset(steps, read: ReadBatch, worker_count: int, prefetch: int, r
     return dataset
 
 
+def train_plan(
+    source: Any,
+    *,
+    global_batch: int,
+    seed: int,
+    process_index: Optional[int] = None,
+    process_count: Optional[int] = None,
+) -> BatchPlan:
+    """Which examples this process reads at every training step: ``plan.indices(step)``. The grain pipeline
+    and the on-device feed of the training loop read the same examples at the same step."""
+    process_index, process_count = _process(process_index, process_count)
+    per_process = _per_process_batch(global_batch, process_count)
+    steps = steps_per_epoch(len(source), global_batch)
+    if steps == 0:
+        raise ValueError(
+            f"global_batch={global_batch} is larger than the {len(source)} examples of {source!r}; "
+            f"use a batch of at most {len(source)}"
+        )
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r}; expected a non-negative integer")
+    return BatchPlan(len(source), per_process, process_index, process_count, steps, int(seed))
+
+
 def train_dataset(
     source: Any,
     *,
@@ -148,20 +171,11 @@ def train_dataset(
       prefetch: batches buffered (per worker when there are workers).
       read_threads: threads reading batches in each process.
     """
-    process_index, process_count = _process(process_index, process_count)
-    per_process = _per_process_batch(global_batch, process_count)
-    steps = steps_per_epoch(len(source), global_batch)
-    if steps == 0:
-        raise ValueError(
-            f"global_batch={global_batch} is larger than the {len(source)} examples of {source!r}; "
-            f"use a batch of at most {len(source)}"
-        )
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r}; expected a non-negative integer")
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"num_epochs={num_epochs}; expected None (forever) or a positive number")
-    plan = BatchPlan(len(source), per_process, process_index, process_count, steps, int(seed))
-    total = sys.maxsize if num_epochs is None else steps * num_epochs
+    plan = train_plan(source, global_batch=global_batch, seed=seed, process_index=process_index,
+                      process_count=process_count)
+    total = sys.maxsize if num_epochs is None else plan.steps_per_epoch * num_epochs
     return _to_iter_dataset(total, ReadBatch(source, plan, pad=False), worker_count, prefetch, read_threads)
 
 

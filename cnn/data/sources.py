@@ -7,6 +7,7 @@ worker processes reopen it themselves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -49,6 +50,7 @@ class Source:
     def _open(self) -> None:
         import tensorflow_datasets as tfds
 
+        check_record_sizes(self.path, self.name)
         builder = tfds.builder_from_directory(os.fspath(self.path))
         self._info = builder.info
         try:
@@ -84,10 +86,22 @@ class Source:
         length = len(self)
         if not -length <= index < length:
             raise IndexError(f"{self.name}[{self.split}] index {index} out of range for {length} examples")
-        return self._example(self._source[index % length])
+        with self._damage_is_named():
+            return self._example(self._source[index % length])
 
     def __getitems__(self, indices: Sequence[int]) -> list:
-        return [self._example(record) for record in self._source.__getitems__(list(indices))]
+        with self._damage_is_named():
+            return [self._example(record) for record in self._source.__getitems__(list(indices))]
+
+    @contextlib.contextmanager
+    def _damage_is_named(self):
+        """A damaged array_record file (riegeli's RuntimeError) becomes a DataError naming the folder."""
+        try:
+            yield
+        except RuntimeError as error:
+            if "riegeli" not in str(error).lower() and "arrayrecord" not in str(error).lower():
+                raise
+            raise DataError(damaged(self.path, self.name, str(error).splitlines()[0])) from None
 
     def __repr__(self) -> str:
         return (
@@ -157,6 +171,30 @@ def _check_provenance(name: str, path: pathlib.Path) -> None:
         )
 
 
+RECORD_SIZES = "array_record_sizes.json"  # written beside the prepared files: their sizes when complete
+
+
+def damaged(path: pathlib.Path, name: str, detail: str) -> str:
+    return (f"{name}: the prepared data in {path} is damaged ({detail}); delete that folder and run again: it is "
+            f"prepared anew from the raw files")
+
+
+def _record_sizes(path: pathlib.Path) -> dict:
+    return {p.name: p.stat().st_size for p in sorted(path.glob("*.array_record*"))}
+
+
+def check_record_sizes(path: pathlib.Path, name: str) -> None:
+    """A DataError when a prepared file is missing or has another size than when it was written."""
+    recorded_path = path / RECORD_SIZES
+    if not recorded_path.exists():  # prepared by an older version: nothing to compare with
+        return
+    recorded, found = json.loads(recorded_path.read_text()), _record_sizes(path)
+    for file_name, size in recorded.items():
+        if found.get(file_name) != size:
+            now = "missing" if file_name not in found else f"{found[file_name]:,} bytes"
+            raise DataError(damaged(path, name, f"{file_name} is {now}, written as {size:,} bytes"))
+
+
 def prepare(builder) -> pathlib.Path:
     """Runs ``builder.download_and_prepare`` unless done; returns the prepared version folder.
 
@@ -173,6 +211,10 @@ def prepare(builder) -> pathlib.Path:
         except OSError as error:
             if not (data_path / "dataset_info.json").exists():  # not a lost race with another preparer
                 raise DataError(f"{builder.name}: preparing {data_path} failed: {error}") from error
+    if not (data_path / RECORD_SIZES).exists():
+        tmp = data_path / (RECORD_SIZES + ".tmp")
+        tmp.write_text(json.dumps(_record_sizes(data_path), indent=1) + "\n")
+        os.replace(tmp, data_path / RECORD_SIZES)
     return data_path
 
 

@@ -9,6 +9,7 @@ import jax
 from flax import linen as nn
 
 from cnn.layers import ConvNormAct, adaptive_avg_pool, flatten, max_pool
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -27,8 +28,11 @@ class AlexNet(nn.Module):
     conv: ModuleDef = nn.Conv
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         conv = functools.partial(ConvNormAct, norm=None, conv=self.conv, dtype=self.dtype)
         x = conv(64, 11, strides=4, padding=2, name="conv1")(x, train)
         x = max_pool(x, 3, 2)
@@ -47,4 +51,4 @@ class AlexNet(nn.Module):
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc3")(x)
 
 
-register("alexnet", AlexNet)
+register("alexnet", AlexNet, params=61_100_840, min_size=63)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from cnn.layers import ConvNormAct, batch_norm, global_avg_pool, global_max_pool, max_pool
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -41,6 +42,8 @@ class CNN1D(nn.Module):
     bn_epsilon: float = 1e-5
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 1  # inputs [N, L, C] (or [N, L]: one channel; int tokens [N, L] with vocab_size)
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if self.pool not in ("max", "avg"):
@@ -50,10 +53,10 @@ class CNN1D(nn.Module):
                 raise ValueError(f"with vocab_size={self.vocab_size} the input is int tokens [N, L]; got "
                                  f"{x.dtype} {x.shape}")
             x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name="embed")(x)
-        elif x.ndim == 2:
-            x = x[..., None]
-        if x.ndim != 3:
-            raise ValueError(f"CNN1D expects [N, L, C] or [N, L]; got shape {x.shape}")
+        else:
+            if x.ndim == 2:
+                x = x[..., None]
+            check_layout(self, x)
         norm = batch_norm(self) if self.batch_norm else None
         for i, width in enumerate(self.widths):
             if i > 0:
@@ -67,4 +70,4 @@ class CNN1D(nn.Module):
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
 
 
-register("cnn1d", CNN1D, input_shape=(1024, 1), default_num_classes=10)
+register("cnn1d", CNN1D, input_shape=(1024, 1), default_num_classes=10, params=208_586, min_size=4)

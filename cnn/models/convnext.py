@@ -12,6 +12,7 @@ from flax import linen as nn
 
 from cnn.layers.convnext import ConvNeXtBlock, ConvNeXtDownsample, convnext_init
 from cnn.layers.pooling import global_avg_pool
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -36,8 +37,11 @@ class ConvNeXt(nn.Module):
     conv: ModuleDef = nn.Conv
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         if len(self.depths) != len(self.widths):
             raise ValueError(f"depths={tuple(self.depths)} and widths={tuple(self.widths)} differ in length")
         x = self.conv(self.widths[0], (4, 4), strides=(4, 4), padding="VALID", kernel_init=convnext_init,
@@ -59,5 +63,5 @@ class ConvNeXt(nn.Module):
         return nn.Dense(self.num_classes, kernel_init=convnext_init, dtype=self.dtype, name="fc")(x)
 
 
-register("convnext_tiny", functools.partial(ConvNeXt, depths=(3, 3, 9, 3), drop_path_rate=0.1))
-register("convnext_small", functools.partial(ConvNeXt, depths=(3, 3, 27, 3), drop_path_rate=0.4))
+register("convnext_tiny", functools.partial(ConvNeXt, depths=(3, 3, 9, 3), drop_path_rate=0.1), params=28_589_128, min_size=32)
+register("convnext_small", functools.partial(ConvNeXt, depths=(3, 3, 27, 3), drop_path_rate=0.4), params=50_223_688, min_size=32)

@@ -10,6 +10,7 @@ from flax import linen as nn
 
 from cnn.layers import ClassifierHead, ConvNormAct, batch_norm, max_pool
 from cnn.layers.densenet import DenseBlock, Transition
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -46,8 +47,11 @@ class DenseNet(nn.Module):
     bn_epsilon: float = 1e-5
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         norm = batch_norm(self)
         if self.stem == "imagenet":
             x = ConvNormAct(self.stem_width, 7, 2, padding=3, use_bias=False, norm=norm, conv=self.conv,
@@ -68,8 +72,10 @@ class DenseNet(nn.Module):
         return ClassifierHead(self.num_classes, pool="avg", dtype=self.dtype, name="head")(x, train)
 
 
-for depth, sizes in {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}.items():
-    register(f"densenet{depth}", functools.partial(DenseNet, block_sizes=sizes))
+DEPTHS = {121: ((6, 12, 24, 16), 7_978_856), 169: ((6, 12, 32, 32), 14_149_480),
+          201: ((6, 12, 48, 32), 20_013_928)}  # (block sizes, parameters)
+for depth, (sizes, params) in DEPTHS.items():
+    register(f"densenet{depth}", functools.partial(DenseNet, block_sizes=sizes), params=params, min_size=29)
 
 # kuangliu/pytorch-cifar DenseNet121: 3x3 stem of 2k channels, no pool, new maps first; 32x32 -> 4x4.
 register(
@@ -77,4 +83,6 @@ register(
     functools.partial(DenseNet, block_sizes=(6, 12, 24, 16), stem="cifar", stem_width=64, new_first=True),
     input_shape=(32, 32, 3),
     default_num_classes=10,
+    params=6_956_298,
+    min_size=8,
 )

@@ -22,6 +22,7 @@ from flax import linen as nn
 from cnn.layers import ClassifierHead, ConvNormAct, batch_norm
 from cnn.layers.activations import swish
 from cnn.layers.mbconv import InvertedResidual, make_divisible
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -45,6 +46,7 @@ SCALING = {
     "b2": (1.1, 1.2, 260, 0.3),
     "b3": (1.2, 1.4, 300, 0.3),
 }
+PARAMS = {"b0": 5_288_548, "b1": 7_794_184, "b2": 9_109_994, "b3": 12_233_232}
 
 
 def round_filters(channels: int, width: float) -> int:
@@ -76,8 +78,11 @@ class EfficientNet(nn.Module):
     bn_epsilon: float = 1e-5
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         norm, conv = batch_norm(self), self.conv
         stem_width = round_filters(self.stages[0][3], self.width)
         x = ConvNormAct(stem_width, 3, 2, padding=1, use_bias=False, norm=norm, act=swish, conv=conv,
@@ -109,4 +114,5 @@ for variant, (width, depth, resolution, dropout) in SCALING.items():
         f"efficientnet_{variant}",
         functools.partial(EfficientNet, width=width, depth=depth, drop_rate=dropout),
         input_shape=(resolution, resolution, 3),
+        params=PARAMS[variant],
     )

@@ -19,6 +19,7 @@ from cnn.layers import ClassifierHead, batch_norm, max_pool
 from cnn.layers.ceil_pool import max_pool_ceil
 from cnn.layers.inception import InceptionAux, InceptionModule, basic_conv, transform_input
 from cnn.layers.inception_v3 import InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV3Aux
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -60,8 +61,11 @@ class GoogLeNet(nn.Module):
     bn_epsilon: float = 1e-3
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         norm = batch_norm(self)
         unit = basic_conv(norm, self.conv, self.dtype)
         if self.transform_input:
@@ -106,8 +110,11 @@ class InceptionV3(nn.Module):
     bn_epsilon: float = 1e-3
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         norm = batch_norm(self)
         unit = basic_conv(norm, self.conv, self.dtype)
         block = dict(norm=norm, conv=self.conv, dtype=self.dtype)
@@ -139,5 +146,5 @@ class InceptionV3(nn.Module):
         )
 
 
-register("googlenet", GoogLeNet)
-register("inception_v3", InceptionV3, input_shape=(299, 299, 3))
+register("googlenet", GoogLeNet, params=6_624_904, min_size=31)
+register("inception_v3", InceptionV3, input_shape=(299, 299, 3), params=27_161_264, min_size=75)

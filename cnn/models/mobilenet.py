@@ -16,6 +16,7 @@ from flax import linen as nn
 from cnn.layers import ClassifierHead, ConvNormAct, SeparableConv, batch_norm
 from cnn.layers.activations import hard_sigmoid, hard_swish, relu6
 from cnn.layers.mbconv import InvertedResidual, make_divisible
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -64,8 +65,11 @@ class MobileNetV1(nn.Module):
     bn_epsilon: float = 1e-5
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         norm, conv = batch_norm(self), self.conv
         width = lambda c: max(int(c * self.width_multiplier), 1)  # noqa: E731
         x = ConvNormAct(width(32), 3, 2, padding=1, use_bias=False, norm=norm, act=self.act, conv=conv,
@@ -103,8 +107,11 @@ class MobileNetV2(nn.Module):
     bn_epsilon: float = 1e-5
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         norm, conv = batch_norm(self), self.conv
         unit = functools.partial(ConvNormAct, use_bias=False, norm=norm, act=self.act, conv=conv, dtype=self.dtype)
         x = unit(make_divisible(32 * self.width_multiplier), 3, self.stem_strides, padding=1, name="stem")(x, train)
@@ -143,8 +150,11 @@ class MobileNetV3(nn.Module):
     bn_epsilon: float = 1e-3
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         norm, conv = batch_norm(self), self.conv
         adjust = lambda c: make_divisible(c * self.width_multiplier)  # noqa: E731
         x = ConvNormAct(adjust(16), 3, 2, padding=1, use_bias=False, norm=norm, act=hard_swish, conv=conv,
@@ -165,14 +175,15 @@ class MobileNetV3(nn.Module):
                               name="head")(x, train)
 
 
-register("mobilenet_v1", MobileNetV1)
-register("mobilenet_v2", MobileNetV2)
-register("mobilenet_v3_large", functools.partial(MobileNetV3, blocks=V3_LARGE, last_width=1280))
-register("mobilenet_v3_small", functools.partial(MobileNetV3, blocks=V3_SMALL, last_width=1024))
+register("mobilenet_v1", MobileNetV1, params=4_231_976)
+register("mobilenet_v2", MobileNetV2, params=3_504_872)
+register("mobilenet_v3_large", functools.partial(MobileNetV3, blocks=V3_LARGE, last_width=1280), params=5_483_032)
+register("mobilenet_v3_small", functools.partial(MobileNetV3, blocks=V3_SMALL, last_width=1024), params=2_542_856)
 register(
     "mobilenet_v2_cifar",
     functools.partial(MobileNetV2, stages=V2_CIFAR_STAGES, stem_strides=1, act=nn.relu, always_expand=True,
                       shortcut="projection", drop_rate=0.0),
     input_shape=(32, 32, 3),
     default_num_classes=10,
+    params=2_296_922,
 )

@@ -1,9 +1,11 @@
 """Name -> model factory. ``create("resnet50", num_classes=1000, dtype=jnp.bfloat16)``.
 
-A family file registers its variants with one line each::
+A family file registers its variants with one line each, with the parameter count on record (for
+``default_num_classes`` at ``input_shape``; the test over ``names()`` checks it) and the smallest input
+side the architecture accepts (smaller inputs shrink some feature map to nothing)::
 
     register("resnet18", functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock),
-             input_shape=(224, 224, 3))
+             params=11_689_512)
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from flax import linen as nn
+
+from cnn.models.layout import LAYOUTS
+from cnn.text import a_or_an
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +27,13 @@ class ModelEntry:
     factory: Callable[..., nn.Module]
     input_shape: Tuple[int, ...]  # one example, without the batch axis, e.g. (224, 224, 3)
     default_num_classes: int
+    params: int  # the parameter count at default_num_classes and input_shape
+    min_size: int  # the smallest side of every spatial axis the model accepts
+
+    @property
+    def spatial_rank(self) -> int:
+        """1 for sequences ``[N, L, C]``, 2 for images ``[N, H, W, C]``, 3 for clips ``[N, T, H, W, C]``."""
+        return len(self.input_shape) - 1
 
 
 _REGISTRY: Dict[str, ModelEntry] = {}
@@ -31,15 +43,17 @@ def register(
     name: str,
     factory: Callable[..., nn.Module],
     *,
+    params: int,
     input_shape: Tuple[int, ...] = (224, 224, 3),
     default_num_classes: int = 1000,
+    min_size: int = 1,
 ) -> Callable[..., nn.Module]:
     """Adds ``name``; the factory takes ``num_classes=`` and any module field as keywords."""
     if name != name.lower():
         raise ValueError(f"model names are lower-case; got {name!r}")
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice")
-    _REGISTRY[name] = ModelEntry(name, factory, tuple(input_shape), default_num_classes)
+    _REGISTRY[name] = ModelEntry(name, factory, tuple(input_shape), default_num_classes, int(params), int(min_size))
     return factory
 
 
@@ -78,8 +92,6 @@ def create(name: str, *, num_classes: int, **overrides: Any) -> nn.Module:
     return model_entry.factory(num_classes=num_classes, **overrides)
 
 
-def _a(noun: str) -> str:
-    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
 def _check_types(name: str, factory: Callable[..., nn.Module], overrides: Dict[str, Any]) -> None:
@@ -92,7 +104,7 @@ def _check_types(name: str, factory: Callable[..., nn.Module], overrides: Dict[s
         kind = type(defaults.get(field))
         if kind in accepts and (not isinstance(value, accepts[kind]) or (isinstance(value, bool) and kind is not bool)):
             raise ValueError(
-                f"model {name!r}: {field}={value!r} is {_a(type(value).__name__)}; expected {_a(kind.__name__)} "
+                f"model {name!r}: {field}={value!r} is {a_or_an(type(value).__name__)}; expected {a_or_an(kind.__name__)} "
                 f"like its default {defaults[field]!r}"
             )
 
@@ -100,6 +112,23 @@ def _check_types(name: str, factory: Callable[..., nn.Module], overrides: Dict[s
 def input_shape(name: str) -> Tuple[int, ...]:
     """The input shape (no batch axis) model ``name`` is usually fed, e.g. ``(224, 224, 3)``."""
     return entry(name).input_shape
+
+
+
+def check_input(name: str, shape: Sequence[int], *, what: str = "the input") -> None:
+    """A ValueError unless one example of ``shape`` (no batch axis) suits model ``name``: its spatial rank
+    and, on every spatial axis, at least the model's smallest side."""
+    model_entry = entry(name)
+    shape, rank = tuple(int(d) for d in shape), model_entry.spatial_rank
+    if len(shape) != rank + 1:
+        raise ValueError(f"model {name!r} takes {LAYOUTS.get(rank, rank)} inputs ({rank} spatial axes and channels "
+                         f"last); {what} have shape {shape}")
+    small = [d for d in shape[:-1] if d < model_entry.min_size]
+    if small:
+        side = "x".join([str(model_entry.min_size)] * rank)
+        raise ValueError(f"model {name!r} needs inputs of at least {side} (smaller ones shrink a feature map to "
+                         f"nothing and give NaN); {what} are {'x'.join(map(str, shape))}: resize them or choose a model "
+                         f"for small inputs")
 
 
 def from_config(model_config: Any, *, num_classes: int, dtype: Any = None) -> nn.Module:

@@ -19,6 +19,7 @@ from cnn.layers import (
     batch_norm,
     max_pool,
 )
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -59,8 +60,11 @@ class ResNet(nn.Module):
     bn_epsilon: float = 1e-5
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         if len(self.widths) != len(self.stage_sizes):
             raise ValueError(f"widths={tuple(self.widths)} and stage_sizes={tuple(self.stage_sizes)} differ in length")
         norm = batch_norm(self)
@@ -99,31 +103,35 @@ class ResNet(nn.Module):
         )
 
 
-def _imagenet(name: str, stage_sizes, block, **fields) -> None:
-    register(name, functools.partial(ResNet, stage_sizes=stage_sizes, block=block, **fields))
+def _imagenet(name: str, stage_sizes, block, params: int, **fields) -> None:
+    register(name, functools.partial(ResNet, stage_sizes=stage_sizes, block=block, **fields), params=params)
 
 
-_imagenet("resnet18", (2, 2, 2, 2), BasicBlock)
-_imagenet("resnet34", (3, 4, 6, 3), BasicBlock)
-_imagenet("resnet50", (3, 4, 6, 3), Bottleneck)
-_imagenet("resnet101", (3, 4, 23, 3), Bottleneck)
-_imagenet("resnet152", (3, 8, 36, 3), Bottleneck)
-_imagenet("resnext50_32x4d", (3, 4, 6, 3), Bottleneck, groups=32, base_width=4)
-_imagenet("resnext101_32x8d", (3, 4, 23, 3), Bottleneck, groups=32, base_width=8)
-_imagenet("wide_resnet50_2", (3, 4, 6, 3), Bottleneck, base_width=128)
-_imagenet("wide_resnet101_2", (3, 4, 23, 3), Bottleneck, base_width=128)
-_imagenet("preact_resnet18", (2, 2, 2, 2), PreActBlock)
-_imagenet("preact_resnet50", (3, 4, 6, 3), PreActBottleneck)
+_imagenet("resnet18", (2, 2, 2, 2), BasicBlock, 11_689_512)
+_imagenet("resnet34", (3, 4, 6, 3), BasicBlock, 21_797_672)
+_imagenet("resnet50", (3, 4, 6, 3), Bottleneck, 25_557_032)
+_imagenet("resnet101", (3, 4, 23, 3), Bottleneck, 44_549_160)
+_imagenet("resnet152", (3, 8, 36, 3), Bottleneck, 60_192_808)
+_imagenet("resnext50_32x4d", (3, 4, 6, 3), Bottleneck, 25_028_904, groups=32, base_width=4)
+_imagenet("resnext101_32x8d", (3, 4, 23, 3), Bottleneck, 88_791_336, groups=32, base_width=8)
+_imagenet("wide_resnet50_2", (3, 4, 6, 3), Bottleneck, 68_883_240, base_width=128)
+_imagenet("wide_resnet101_2", (3, 4, 23, 3), Bottleneck, 126_886_696, base_width=128)
+_imagenet("preact_resnet18", (2, 2, 2, 2), PreActBlock, 11_687_720)
+_imagenet("preact_resnet50", (3, 4, 6, 3), PreActBottleneck, 25_549_352)
 
 # The common CIFAR ResNet-18 (3x3 stem, no max pool; kuangliu/pytorch-cifar).
 _cifar = dict(input_shape=(32, 32, 3), default_num_classes=10)
-register("resnet18_cifar", functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock, stem="cifar"), **_cifar)
-register("resnet50_cifar", functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck, stem="cifar"), **_cifar)
+register("resnet18_cifar", functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock, stem="cifar"),
+         params=11_173_962, **_cifar)
+register("resnet50_cifar", functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck, stem="cifar"),
+         params=23_520_842, **_cifar)
 register("preact_resnet18_cifar",
-         functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=PreActBlock, stem="cifar"), **_cifar)
+         functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=PreActBlock, stem="cifar"),
+         params=11_172_170, **_cifar)
 
-# He et al. 2016, section 4.2: 6n+2 layers, widths 16/32/64, parameter-free shortcuts.
-for depth in (20, 32, 44, 56, 110):
+# He et al. 2016, section 4.2: 6n+2 layers, widths 16/32/64, parameter-free shortcuts (0.27M ... 1.7M parameters).
+CIFAR_DEPTHS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962}
+for depth, params in CIFAR_DEPTHS.items():
     n = (depth - 2) // 6
     register(
         f"resnet{depth}_cifar",
@@ -131,5 +139,6 @@ for depth in (20, 32, 44, 56, 110):
             ResNet, stage_sizes=(n, n, n), block=BasicBlock, widths=(16, 32, 64), stem="cifar", stem_width=16,
             shortcut="zero_pad",
         ),
+        params=params,
         **_cifar,
     )

@@ -9,6 +9,7 @@ import jax
 from flax import linen as nn
 
 from cnn.layers import ConvNormAct, avg_pool, flatten, max_pool
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -33,8 +34,11 @@ class SimpleCNN(nn.Module):
     max_pool: Callable[..., jax.Array] = max_pool
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         for i, width in enumerate(self.widths):
             x = ConvNormAct(
                 width, 3, padding="VALID", norm=None, kernel_init=glorot_uniform, conv=self.conv, dtype=self.dtype,
@@ -66,8 +70,11 @@ class LeNet5(nn.Module):
     max_pool: Callable[..., jax.Array] = max_pool
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         if self.pool not in ("max", "avg"):
             raise ValueError(f"pool={self.pool!r}; expected 'max' or 'avg'")
         pool = self.max_pool if self.pool == "max" else avg_pool
@@ -82,5 +89,5 @@ class LeNet5(nn.Module):
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc3")(x)
 
 
-register("simple_cnn", SimpleCNN, input_shape=(28, 28, 1), default_num_classes=10)
-register("lenet5", LeNet5, input_shape=(28, 28, 1), default_num_classes=10)
+register("simple_cnn", SimpleCNN, input_shape=(28, 28, 1), default_num_classes=10, params=225_034, min_size=10)
+register("lenet5", LeNet5, input_shape=(28, 28, 1), default_num_classes=10, params=61_706, min_size=12)

@@ -15,6 +15,7 @@ from flax import linen as nn
 from cnn.layers import ConvNormAct, global_avg_pool
 from cnn.layers.ceil_pool import max_pool_ceil
 from cnn.layers.fire import Fire
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -38,8 +39,11 @@ class SqueezeNet(nn.Module):
     conv: ModuleDef = nn.Conv
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         x = ConvNormAct(64, 3, 2, padding=0, norm=None, use_bias=True, conv=self.conv,
                         dtype=self.dtype, name="stem")(x, train)
         index = 0
@@ -57,4 +61,4 @@ class SqueezeNet(nn.Module):
         return global_avg_pool(nn.relu(x))
 
 
-register("squeezenet1_1", SqueezeNet)
+register("squeezenet1_1", SqueezeNet, params=1_235_496, min_size=25)

@@ -9,6 +9,7 @@ import jax
 from flax import linen as nn
 
 from cnn.layers import ClassifierHead, ConvNormAct, adaptive_avg_pool, batch_norm, max_pool
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -43,8 +44,11 @@ class VGG(nn.Module):
     bn_epsilon: float = 1e-5
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         norm = batch_norm(self) if self.batch_norm else None
         index = 0
         for item in self.layers:
@@ -66,9 +70,13 @@ class VGG(nn.Module):
         )(x, train)
 
 
-for depth, layers in VGG_LAYERS.items():
-    register(f"vgg{depth}", functools.partial(VGG, layers=layers))
-    register(f"vgg{depth}_bn", functools.partial(VGG, layers=layers, batch_norm=True))
+# Parameters of vgg<depth> and vgg<depth>_bn at 1000 classes.
+VGG_PARAMS = {11: (132_863_336, 132_868_840), 13: (133_047_848, 133_053_736),
+              16: (138_357_544, 138_365_992), 19: (143_667_240, 143_678_248)}
+for depth, layers in VGG_LAYERS.items():  # five 2x2 pools: at least 32x32
+    plain_params, bn_params = VGG_PARAMS[depth]
+    register(f"vgg{depth}", functools.partial(VGG, layers=layers), params=plain_params, min_size=32)
+    register(f"vgg{depth}_bn", functools.partial(VGG, layers=layers, batch_norm=True), params=bn_params, min_size=32)
 
 # kuangliu/pytorch-cifar VGG16: conv(bias)-BN-ReLU stacks, five pools take 32x32 to 1x1, one dense layer.
 register(
@@ -76,4 +84,6 @@ register(
     functools.partial(VGG, layers=VGG_LAYERS[16], batch_norm=True, pool_size=None, hidden=(), drop_rate=0.0),
     input_shape=(32, 32, 3),
     default_num_classes=10,
+    params=14_728_266,
+    min_size=32,
 )

@@ -14,6 +14,7 @@ import jax
 from flax import linen as nn
 
 from cnn.layers import BasicBlock, ClassifierHead, ConvNormAct, batch_norm
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -39,10 +40,11 @@ class VideoResNet(nn.Module):
     bn_epsilon: float = 1e-5
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 3  # inputs [N, T, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        if x.ndim != 5:
-            raise ValueError(f"VideoResNet expects clips [N, T, H, W, C]; got shape {x.shape}")
+        check_layout(self, x)
         norm = batch_norm(self)
         x = ConvNormAct(self.stem_width, (3, 7, 7), (1, 2, 2), padding=(1, 3, 3), use_bias=False, norm=norm,
                         conv=self.conv, dtype=self.dtype, name="stem")(x, train)
@@ -55,4 +57,4 @@ class VideoResNet(nn.Module):
         )
 
 
-register("r3d_18", VideoResNet, input_shape=(16, 112, 112, 3), default_num_classes=400)
+register("r3d_18", VideoResNet, input_shape=(16, 112, 112, 3), default_num_classes=400, params=33_371_472)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from cnn.layers.vit import EncoderBlock, PatchEmbedding, vit_init
+from cnn.models.layout import check_layout
 from cnn.models.registry import register
 
 Dtype = Any
@@ -43,8 +44,11 @@ class VisionTransformer(nn.Module):
     conv: ModuleDef = nn.Conv
     dtype: Optional[Dtype] = None
 
+    spatial_rank = 2  # inputs [N, H, W, C]
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_layout(self, x)
         x = PatchEmbedding(self.patch_size, self.dim, conv=self.conv, dtype=self.dtype, name="patch_embed")(x, train)
         cls_token = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, self.dim), jnp.float32)
         x = jnp.concatenate([jnp.broadcast_to(cls_token, (x.shape[0], 1, self.dim)).astype(x.dtype), x], axis=1)
@@ -65,5 +69,5 @@ class VisionTransformer(nn.Module):
         return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
 
 
-register("vit_tiny_patch16_224", functools.partial(VisionTransformer, dim=192, depth=12, heads=3))
-register("vit_small_patch16_224", functools.partial(VisionTransformer, dim=384, depth=12, heads=6))
+register("vit_tiny_patch16_224", functools.partial(VisionTransformer, dim=192, depth=12, heads=3), params=5_717_416, min_size=16)
+register("vit_small_patch16_224", functools.partial(VisionTransformer, dim=384, depth=12, heads=6), params=22_050_664, min_size=16)

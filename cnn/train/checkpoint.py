@@ -2,18 +2,26 @@
 
 Every save is atomic (orbax writes a temporary folder and renames it) and asynchronous; the
 manager keeps the last ``keep`` steps and, when ``best_metric`` is set, the best one as well.
-A checkpoint that cannot be read is skipped with a warning for the previous good one.
+A checkpoint that cannot be read is skipped with a warning for the previous good one. A write that
+runs out of disk space removes its temporary folder, keeps the previous checkpoints, and says so in
+one line (``RunError``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import logging
 import pathlib
+import shutil
 from typing import Any, Optional
 
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
+
+from cnn.train.workdir import RunError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +84,18 @@ class Checkpointer:
             data=ocp.args.JsonSave(data_state or {}),
             meta=ocp.args.JsonSave(meta),
         )
-        self.manager.save(int(step), args=args, metrics=metrics, force=True)
+        with self._disk_full_is_one_line():
+            self.wait()  # the previous write first: its bytes count against the free space below
+            self._check_free_space(step, state)
+            self.manager.save(int(step), args=args, metrics=metrics, force=True)
+
+    def _check_free_space(self, step: int, state: Any) -> None:
+        """Refuses a write that cannot fit before any byte of it is written (the same one line as ENOSPC)."""
+        needed = sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(state))  # orbax compresses: at most
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:
+            raise OSError(errno.ENOSPC, f"No space left on device: the checkpoint of step {step} needs about "
+                                        f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free")
 
     def steps(self) -> list:
         return sorted(self.manager.all_steps())
@@ -111,8 +130,48 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until every asynchronous write has been committed."""
-        self.manager.wait_until_finished()
+        with self._disk_full_is_one_line():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()
+
+    @contextlib.contextmanager
+    def _disk_full_is_one_line(self):
+        """A write that runs out of space: its temporary folder removed, one line said (earlier steps kept)."""
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - orbax wraps the OSError in its own exceptions
+            if not _out_of_space(error):
+                raise
+            for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise RunError(f"no space left on device writing {self.directory}; the checkpoints of earlier steps are "
+                           f"kept: free some space and run the same command to resume") from None
+
+
+def _out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` (or one it was raised from) is ENOSPC, however orbax or TensorStore words it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def checkpointer_for(directory: pathlib.Path, training: Any) -> Checkpointer:
+    """The checkpointer of a run whose ``config.training`` is ``training``."""
+    return Checkpointer(directory, keep=training.keep_checkpoints, best_metric=training.best_metric or None,
+                        best_mode=training.best_mode, asynchronous=training.async_checkpoints)
+
+
+def unreadable_checkpoints(checkpointer: Checkpointer) -> RunError:
+    steps = ", ".join(map(str, checkpointer.steps()))
+    return RunError(
+        f"no checkpoint in {checkpointer.directory} can be restored (step {steps}: corrupt or partial, see the warnings "
+        f"above) and there is no earlier one; nothing was changed. Restore them from a copy, or use --force to set "
+        f"them aside and start over"
+    )

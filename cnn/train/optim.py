@@ -1,8 +1,10 @@
 """optax optimizers and schedules from a config.
 
 ``build(config.optimizer, steps_per_epoch=..., total_steps=..., global_batch=...)`` returns
-``(tx, learning_rate_fn)``. Everything is plain optax: weight decay with a mask that spares
-biases and normalisation parameters, gradient clipping, accumulation, freezing by name.
+``(tx, learning_rate_fn)``; steps count optimizer updates and ``global_batch`` is the examples of one
+update (micro-batches included). Everything is plain optax: weight decay with a mask that spares
+biases and normalisation parameters, gradient clipping, freezing by name. Gradient accumulation is the
+train step's (``StepOptions.accumulate_steps``), so that every counter follows real updates.
 """
 
 from __future__ import annotations
@@ -95,14 +97,12 @@ def build(
 
         name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
         schedule="warmup_cosine", warmup_epochs=5, lr_reference_batch=256, clip_norm=None,
-        accumulate_steps=1, freeze=("stem/.*",), decay_mask="weights"  # or "all"
+        freeze=("stem/.*",), decay_mask="weights"  # or "all"
+
+    ``steps_per_epoch`` and ``total_steps`` count optimizer updates; ``global_batch`` is one update's examples.
     """
-    accumulate = int(config.get("accumulate_steps", 1) or 1)
-    if accumulate < 1:
-        raise ValueError(f"optimizer.accumulate_steps={accumulate}; expected >= 1")
-    peak = scaled_learning_rate(float(config.learning_rate), global_batch * accumulate, config.get("lr_reference_batch"))
-    updates = max(total_steps // accumulate, 1)
-    lr = schedule(config, peak, max(steps_per_epoch // accumulate, 1), updates)
+    peak = scaled_learning_rate(float(config.learning_rate), global_batch, config.get("lr_reference_batch"))
+    lr = schedule(config, peak, max(steps_per_epoch, 1), max(total_steps, 1))
     mask_name = config.get("decay_mask", "weights")
     if mask_name not in ("weights", "all"):
         raise ValueError(f"optimizer.decay_mask={mask_name!r}; expected 'weights' (spare biases and norms) or 'all'")
@@ -116,7 +116,4 @@ def build(
     if freeze:
         labels = lambda params: jax.tree.map(lambda f: "frozen" if f else "trained", frozen_mask(params, freeze))
         tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
-    if accumulate > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=accumulate)
-        return tx, (lambda step: lr(step // accumulate))
     return tx, lr

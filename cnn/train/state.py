@@ -15,8 +15,9 @@ class TrainState(struct.PyTreeNode):
     """step, params, batch_stats, opt_state and rng; optional EMA params and float16 loss scale.
 
     ``apply_fn`` and ``tx`` are static (not leaves), so the state can be jitted, donated,
-    sharded and checkpointed as it is. ``rng`` is a raw ``uint32[2]`` key (checkpointable);
-    each step derives its keys from it and the step number, so a resumed run draws the same.
+    sharded and checkpointed as it is. ``step`` counts optimizer updates. ``rng`` is the run's key,
+    a raw ``uint32[2]`` key (checkpointable): the loop passes it to every ``train_step``, which folds
+    in the step number, so a resumed run draws exactly the keys an uninterrupted one would.
     """
 
     step: jax.Array

@@ -2,6 +2,14 @@
 
 Metrics come back as sums (loss, correct top-1/top-5, examples) so that steps, devices and
 hosts add up exactly; the loop accumulates them on the device and fetches every few steps.
+
+One call of ``train_step`` is one optimizer update. With ``accumulate_steps = k`` its batch holds ``k``
+micro-batches (rows ``j, j + k, j + 2k, ...`` make micro-batch ``j``, so every device holds its share of
+each): their gradients are computed one after another (``lax.scan``: the memory of one micro-batch) and
+averaged, then applied once. The step counter, the learning-rate schedule, the EMA and BatchNorm's
+running statistics all advance once per update: each micro-batch is normalised with its own batch
+statistics (as a batch of that size would be), and the running statistics move once, towards the mean of
+the micro-batches' statistics.
 """
 
 from __future__ import annotations
@@ -60,7 +68,8 @@ class StepOptions:
       label_smoothing: as in Szegedy et al. 2016 (0.1 for the ImageNet recipe).
       l2: coefficient of ``l2 / 2 * sum(w^2)`` added to the loss over ``l2_mask``-selected params.
       l2_mask: pytree of bools like ``params``, or a function ``params -> mask``; None = all.
-      ema_decay: decay of the parameters' moving average (needs ``state.ema_params``).
+      ema_decay: decay of the parameters' moving average, per update (needs ``state.ema_params``).
+      accumulate_steps: micro-batches per update (the batch's rows split ``k`` ways).
       axis_name: the pmap axis (gradients and metrics are reduced over it); None under jit.
       compute_dtype: dtype the inputs are cast to (the model's ``dtype``).
     """
@@ -71,11 +80,13 @@ class StepOptions:
     l2: float = 0.0
     l2_mask: Any = None
     ema_decay: Optional[float] = None
+    accumulate_steps: int = 1
     axis_name: Optional[str] = None
     compute_dtype: Any = jnp.float32
 
 
-def _step_keys(rng: jax.Array, step: jax.Array, axis_name: Optional[str]):
+def step_keys(rng: jax.Array, step: jax.Array, axis_name: Optional[str] = None):
+    """``(augment_key, dropout_key)`` of update ``step`` from the run's key ``rng`` (one per replica under pmap)."""
     key = jax.random.fold_in(rng, step)
     if axis_name is not None:  # each replica draws its own dropout masks and augmentations
         key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
@@ -95,40 +106,95 @@ def _l2_penalty(params, mask) -> jax.Array:
     return 0.5 * sum(leaves) if leaves else jnp.zeros((), jnp.float32)
 
 
+def _micro_batches(batch: Batch, k: int) -> Batch:
+    """``[k * b, ...] -> [k, b, ...]`` with micro-batch ``j`` = rows ``j, j + k, ...`` (spread over every device)."""
+    def split(x):
+        if x.shape[0] % k:
+            raise ValueError(f"a batch of {x.shape[0]} rows does not split into {k} micro-batches")
+        return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, options: StepOptions):
-    """One optimisation step on ``batch = {"image": uint8 [B, ...], "label": int [B]}``.
+    """One optimizer update on ``batch = {"image": uint8 [B, ...], "label": int [B]}``.
 
-    Returns ``(new_state, metrics)``; metrics are sums over the (global) batch plus the
-    gradient norm, and ``skipped`` = 1 when float16 loss scaling found a non-finite gradient.
+    ``rng`` is the run's key (``state.rng``, which the loop passes); the update's keys are drawn from it
+    folded with ``state.step``, so a resumed run draws exactly what an uninterrupted one would.
+    Returns ``(new_state, metrics)``; metrics are sums over the (global) batch plus the gradient norm,
+    and ``skipped`` = 1 when float16 loss scaling found a non-finite gradient.
     """
-    augment_key, dropout_key = _step_keys(rng, state.step, options.axis_name)
-    inputs, targets = options.preprocess(augment_key, batch["image"], batch["label"])
-    inputs = inputs.astype(options.compute_dtype)
+    augment_key, dropout_key = step_keys(rng, state.step, options.axis_name)
+    k = options.accumulate_steps
 
-    def loss_fn(params):
-        variables = {"params": params}
-        if state.batch_stats:
-            variables["batch_stats"] = state.batch_stats
-        logits, updates = state.apply_fn(variables, inputs, train=True, rngs={"dropout": dropout_key}, mutable=["batch_stats"])
-        logits = logits.astype(jnp.float32)
-        loss = jnp.mean(cross_entropy(logits, targets, options.label_smoothing))
-        if options.l2:
-            loss = loss + options.l2 * _l2_penalty(params, options.l2_mask)
-        return loss, (logits, updates.get("batch_stats", {}))
+    def micro_step(params, micro_batch, index):
+        """Loss, logits, targets, new batch statistics and gradients of one micro-batch."""
+        inputs, targets = options.preprocess(jax.random.fold_in(augment_key, index), micro_batch["image"],
+                                             micro_batch["label"])
+        inputs = inputs.astype(options.compute_dtype)
 
-    if state.dynamic_scale is not None:
-        scaled = state.dynamic_scale.value_and_grad(loss_fn, has_aux=True, axis_name=options.axis_name)
-        dynamic_scale, finite, (loss, (logits, batch_stats)), grads = scaled(state.params)
+        def loss_fn(params):
+            variables = {"params": params}
+            if state.batch_stats:
+                variables["batch_stats"] = state.batch_stats
+            logits, updates = state.apply_fn(variables, inputs, train=True,
+                                             rngs={"dropout": jax.random.fold_in(dropout_key, index)},
+                                             mutable=["batch_stats"])
+            logits = logits.astype(jnp.float32)
+            loss = jnp.mean(cross_entropy(logits, targets, options.label_smoothing))
+            if options.l2:
+                loss = loss + options.l2 * _l2_penalty(params, options.l2_mask)
+            return loss, (logits, updates.get("batch_stats", {}))
+
+        if state.dynamic_scale is not None:
+            scaled = state.dynamic_scale.value_and_grad(loss_fn, has_aux=True, axis_name=options.axis_name)
+            dynamic_scale, finite, (loss, (logits, batch_stats)), grads = scaled(params)
+        else:
+            (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            if options.axis_name is not None:
+                grads = jax.lax.pmean(grads, options.axis_name)
+            dynamic_scale, finite = None, jnp.array(True)
+        return loss, logits, targets, batch_stats, grads, dynamic_scale, finite
+
+    if k == 1:
+        loss, logits, targets, batch_stats, grads, dynamic_scale, finite = micro_step(state.params, batch, 0)
+        labels = jnp.argmax(targets, axis=-1)  # soft targets (mixup) count their dominant class
+        sums = {
+            "loss_sum": loss * labels.shape[0],
+            "top1_sum": jnp.sum(correct_top_k(logits, labels, 1)),
+            "top5_sum": jnp.sum(correct_top_k(logits, labels, 5)),
+            "examples": jnp.asarray(labels.shape[0], jnp.float32),
+        }
     else:
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        if options.axis_name is not None:
-            grads = jax.lax.pmean(grads, options.axis_name)
-        dynamic_scale, finite = None, jnp.array(True)
+        def body(carry, scanned):
+            grad_sum, stats_sum, sums, finite_all = carry
+            micro_batch, index = scanned
+            loss, logits, targets, batch_stats, grads, _, finite = micro_step(state.params, micro_batch, index)
+            labels = jnp.argmax(targets, axis=-1)
+            sums = {
+                "loss_sum": sums["loss_sum"] + loss * labels.shape[0],
+                "top1_sum": sums["top1_sum"] + jnp.sum(correct_top_k(logits, labels, 1)),
+                "top5_sum": sums["top5_sum"] + jnp.sum(correct_top_k(logits, labels, 5)),
+                "examples": sums["examples"] + labels.shape[0],
+            }
+            add = lambda a, b: jax.tree.map(jnp.add, a, b)  # noqa: E731
+            return (add(grad_sum, grads), add(stats_sum, batch_stats), sums, finite_all & finite), None
+
+        zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)  # noqa: E731
+        sums = {"loss_sum": 0.0, "top1_sum": 0.0, "top5_sum": 0.0, "examples": 0.0}
+        sums = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), sums)
+        carry = (zeros(state.params), zeros(state.batch_stats), sums, jnp.array(True))
+        (grad_sum, stats_sum, sums, finite), _ = jax.lax.scan(body, carry, (_micro_batches(batch, k), jnp.arange(k)))
+        grads = jax.tree.map(lambda g: g / k, grad_sum)
+        batch_stats = jax.tree.map(lambda s: s / k, stats_sum)  # one move, towards the micro-batches' mean
+        dynamic_scale = state.dynamic_scale
+        if dynamic_scale is not None:  # the scale adjusts once per update, from the update's finiteness
+            dynamic_scale = _next_scale(dynamic_scale, finite)
 
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    if state.dynamic_scale is not None:  # a non-finite step changes nothing but the loss scale
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    if state.dynamic_scale is not None:  # a non-finite update changes nothing but the loss scale
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         params, opt_state, batch_stats = keep(params, state.params), keep(opt_state, state.opt_state), keep(batch_stats, state.batch_stats)
     ema_params = state.ema_params
     if ema_params is not None:
@@ -143,50 +209,87 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, options: Step
         ema_params=ema_params,
         dynamic_scale=dynamic_scale,
     )
-    labels = jnp.argmax(targets, axis=-1)  # soft targets (mixup) count their dominant class
-    metrics = _sum_over_replicas(
-        {
-            "loss_sum": loss * labels.shape[0],
-            "top1_sum": jnp.sum(correct_top_k(logits, labels, 1)),
-            "top5_sum": jnp.sum(correct_top_k(logits, labels, 5)),
-            "examples": jnp.asarray(labels.shape[0], jnp.float32),
-        },
-        options.axis_name,
-    )
+    metrics = _sum_over_replicas(sums, options.axis_name)
     metrics["grad_norm_sum"] = optax.tree.norm(grads)
     metrics["steps"] = jnp.ones((), jnp.float32)
     metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: Batch, *, options: StepOptions, use_ema: bool = False):
-    """Sums of loss and correct predictions over the examples whose ``batch["mask"]`` is set."""
+def _next_scale(dynamic_scale, finite):
+    """flax's ``DynamicScale`` rule, applied once to an update whose gradients were ``finite`` or not."""
+    grow = dynamic_scale.fin_steps == dynamic_scale.growth_interval
+    grown = jnp.minimum(dynamic_scale.scale * dynamic_scale.growth_factor, jnp.finfo(jnp.float32).max)
+    backed_off = dynamic_scale.scale * dynamic_scale.backoff_factor
+    if dynamic_scale.minimum_scale is not None:
+        backed_off = jnp.maximum(backed_off, dynamic_scale.minimum_scale)
+    scale = jnp.where(finite, jnp.where(grow, grown, dynamic_scale.scale), backed_off)
+    return dynamic_scale.replace(fin_steps=jnp.where(grow | ~finite, 0, dynamic_scale.fin_steps + 1), scale=scale)
+
+
+def gather(batch: Batch, data: Optional[dict]) -> Batch:
+    """A batch of example indices into the device-held split ``data`` -> the batch itself (on the device)."""
+    if data is None:
+        return batch
+    gathered = {key: jnp.take(data[key], batch["index"], axis=0) for key in ("image", "label")}
+    if "mask" in batch:
+        gathered["mask"] = batch["mask"]
+    return gathered
+
+
+def train_steps(state: TrainState, batches: Batch, rng: jax.Array, data: Optional[dict] = None, *,
+                options: StepOptions):
+    """``k`` updates in one call: ``train_step`` scanned over the leading axis of ``batches`` (``[k, B, ...]``,
+    or example indices ``[k, B]`` into ``data``). Returns the state and every update's metrics, stacked ``[k]``."""
+    return jax.lax.scan(lambda state, batch: train_step(state, gather(batch, data), rng, options=options), state,
+                        batches)
+
+
+def eval_steps(state: TrainState, batches: Batch, data: Optional[dict] = None, *, options: StepOptions) -> dict:
+    """The sums of ``eval_step`` over every batch of ``batches`` (leading axis), in one call."""
+    first = eval_step(state, gather(jax.tree.map(lambda x: x[0], batches), data), options=options)
+
+    def body(total, batch):
+        return jax.tree.map(jnp.add, total, eval_step(state, gather(batch, data), options=options)), None
+
+    total, _ = jax.lax.scan(body, first, jax.tree.map(lambda x: x[1:], batches))
+    return total
+
+
+def eval_step(state: TrainState, batch: Batch, *, options: StepOptions):
+    """Sums of loss and correct predictions over the examples whose ``batch["mask"]`` is set.
+
+    With an EMA kept (``state.ema_params``) the same sums for the averaged parameters come back too,
+    under names ending in ``_ema`` (both use the running BatchNorm statistics of ``state.batch_stats``).
+    """
     inputs, targets = options.eval_preprocess(None, batch["image"], batch["label"])
-    logits = state.apply_fn(state.variables(use_ema), inputs.astype(options.compute_dtype), train=False)
-    logits = logits.astype(jnp.float32)
+    inputs = inputs.astype(options.compute_dtype)
     mask = batch.get("mask")
-    mask = jnp.ones(logits.shape[:1], jnp.float32) if mask is None else mask.astype(jnp.float32)
+    mask = jnp.ones(inputs.shape[:1], jnp.float32) if mask is None else mask.astype(jnp.float32)
     labels = batch["label"]
-    return _sum_over_replicas(
-        {
+
+    def sums(use_ema: bool) -> dict:
+        logits = state.apply_fn(state.variables(use_ema), inputs, train=False).astype(jnp.float32)
+        return {
             "loss_sum": jnp.sum(cross_entropy(logits, targets) * mask),
             "top1_sum": jnp.sum(correct_top_k(logits, labels, 1) * mask),
             "top5_sum": jnp.sum(correct_top_k(logits, labels, 5) * mask),
-            "examples": jnp.sum(mask),
-        },
-        options.axis_name,
-    )
+        }
+
+    metrics = {**sums(False), "examples": jnp.sum(mask)}
+    if state.ema_params is not None:
+        metrics.update({f"{name}_ema": value for name, value in sums(True).items()})
+    return _sum_over_replicas(metrics, options.axis_name)
 
 
 def summarise(metric_sums: dict) -> dict:
-    """Sums (possibly added over many steps) -> means: loss, top1, top5, grad_norm."""
+    """Sums (possibly added over many steps) -> means: loss, top1, top5 (and their ``_ema``), grad_norm."""
     examples = max(float(metric_sums["examples"]), 1.0)
-    out = {
-        "loss": float(metric_sums["loss_sum"]) / examples,
-        "top1": float(metric_sums["top1_sum"]) / examples,
-        "top5": float(metric_sums["top5_sum"]) / examples,
-        "examples": int(round(float(metric_sums["examples"]))),
-    }
+    out = {"examples": int(round(float(metric_sums["examples"])))}
+    for suffix in ("", "_ema"):
+        if f"loss_sum{suffix}" in metric_sums:
+            for name in ("loss", "top1", "top5"):
+                out[f"{name}{suffix}"] = float(metric_sums[f"{name}_sum{suffix}"]) / examples
     if "steps" in metric_sums:
         steps = max(float(metric_sums["steps"]), 1.0)
         out["grad_norm"] = float(metric_sums["grad_norm_sum"]) / steps

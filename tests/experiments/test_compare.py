@@ -13,7 +13,8 @@ import time
 import pytest
 
 from cnn.analysis import plots
-from cnn.train import compare, search
+from cnn import compare
+from cnn.compare import search
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPARISON_FILES = ("results.csv", "results.md", "trials.csv", *compare.COMPARISON_PLOTS)
@@ -43,9 +44,16 @@ def test_compare_writes_every_file_and_a_rerun_trains_nothing(tmp_path, comparis
     for trial in trials:
         for picture in plots.PICTURES:
             assert_png(tmp_path / "runs" / trial / "plots" / picture)
-    assert len(groups) == 1 and groups[0]["seeds"] == 2 and groups[0]["params"] > 0 and groups[0]["flops"] > 0
+    # simple_cnn with widths (4, 8) and 16 hidden units on 12x12x1: 650 parameters; multiply-adds
+    # 10*10*4*9 + 3*3*8*36 + 8*16 + 16*10 = 6,480, so 12,960 FLOPs (2 x multiply-adds).
+    assert len(groups) == 1 and groups[0]["seeds"] == 2
+    assert groups[0]["params"] == 650 and groups[0]["flops"] == 12_960
     table = (tmp_path / "results.md").read_text()
-    assert "| `tiny_cnn` (simple_cnn) | adam |" in table and " ± " in table
+    assert "| `tiny_cnn` (simple_cnn) | adam | 650 | 12.96 K |" in table and " ± " in table
+    # The table's mean and standard deviation are those of the two runs' results.
+    accuracies = [json.loads((tmp_path / "runs" / t / "results.json").read_text())["test_accuracy"] for t in trials]
+    assert groups[0]["accuracy_mean"] == pytest.approx(sum(accuracies) / 2)
+    assert groups[0]["accuracy_std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / 2 ** 0.5)
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("group,") and len(csv_lines) == 2
 
@@ -160,7 +168,7 @@ def test_an_unknown_sweep_field_is_one_line_before_any_run(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("optimizer.learning_rate", "expected FIELD=VALUE,VALUE"),
-    ("training.batch_size=8,x", "training.batch_size takes int values"),
+    ("training.batch_size=8,x", "training.batch_size=x: training.batch_size takes an int like 8"),
     ("model.name=simple_cnn,resnet_nope", "unknown model 'resnet_nope'"),
     ("model.overrides.depth=3", "model 'simple_cnn' has no field 'depth'"),
 ])

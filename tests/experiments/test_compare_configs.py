@@ -2,7 +2,7 @@
 official formats (CIFAR-10's binary tar.gz, ImageNet's train/<wnid>/*.JPEG folders)."""
 
 from cnn.analysis import plots
-from cnn.train import compare
+from cnn import compare
 from experiments.configs import compare_cifar10, compare_imagenet
 
 

@@ -302,7 +302,6 @@ def test_unknown_shortcut_is_named():
 
 def test_pre_activation_zero_init_last_starts_the_branch_at_zero():
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from cnn.layers import PreActBlock, PreActBottleneck

@@ -1,5 +1,5 @@
 """A run killed with SIGKILL (inside a step, during a checkpoint write, between epochs) and restarted
-ends bit-identical to an uninterrupted run."""
+ends bit-identical to an uninterrupted run, and its metrics and TensorBoard files show every step once."""
 
 import json
 import os
@@ -12,6 +12,7 @@ import tempfile
 import jax
 import numpy as np
 import pytest
+from event_files import scalars  # tests/helpers
 
 HERE = pathlib.Path(__file__).resolve().parent
 COMPILE_CACHE = {  # the session's XLA compile cache (tests/conftest.py), shared with subprocesses
@@ -57,3 +58,10 @@ def test_killed_and_restarted_run_is_bit_identical(point, uninterrupted, saved_s
     a, b = saved_state(uninterrupted / "straight", STEPS), saved_state(workdir, STEPS)
     assert int(b["step"]) == STEPS
     jax.tree.map(np.testing.assert_array_equal, a, b)
+    # Every logged scalar once, in metrics.jsonl and in TensorBoard, as in the uninterrupted run.
+    events = [(tag, step) for tag, step, _ in scalars(workdir)]
+    assert len(events) == len(set(events))
+    assert set(events) == {(tag, step) for tag, step, _ in scalars(uninterrupted / "straight")}
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    logged = [(name, r["step"]) for r in records for name, value in r.items() if name != "step"]
+    assert len(logged) == len(set(logged)) and set(events) <= set(logged)

@@ -1,4 +1,4 @@
-"""cnn.train.optim against optax's own definitions; masks, freezing, accumulation, schedules."""
+"""cnn.train.optim against optax's own definitions; masks, freezing, schedules (accumulation: test_accumulation.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -110,19 +110,6 @@ def test_frozen_parameters_do_not_move():
     np.testing.assert_array_equal(new["conv"]["kernel"], PARAMS["conv"]["kernel"])
     np.testing.assert_array_equal(new["norm"]["scale"], PARAMS["norm"]["scale"])
     assert not np.allclose(new["head"]["fc"]["kernel"], PARAMS["head"]["fc"]["kernel"])
-
-
-def test_gradient_accumulation_averages_micro_batches():
-    tx, lr = build(name="sgd", momentum=0.0, accumulate_steps=2)
-    params = PARAMS
-    state = tx.init(params)
-    for step in range(2):
-        updates, state = tx.update(grads(step), state, params)
-        params = optax.apply_updates(params, updates)
-    mean_grad = jax.tree.map(lambda a, b: (a + b) / 2, grads(0), grads(1))
-    expected = jax.tree.map(lambda p, g: p - 0.1 * g, PARAMS, mean_grad)
-    assert_trees_close(params, expected)
-    assert float(lr(3)) == pytest.approx(0.1)
 
 
 def test_clipping_bounds_the_update():

@@ -18,7 +18,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from cnn.train import compare
+from cnn import compare
+from cnn.compare.trials import split_values
 
 log = logging.getLogger(__name__)
 ALGORITHMS = ("tpe", "random")
@@ -43,7 +44,7 @@ def parse_range(text: str) -> Range:
     if not equals or not path.strip() or kind not in KINDS or not rest:
         raise ValueError(usage)
     if kind == "choice":
-        return Range(path.strip(), kind, choices=tuple(c.strip() for c in compare._split_values(rest)))
+        return Range(path.strip(), kind, choices=tuple(c.strip() for c in split_values(rest)))
     try:
         low, high = (float(v) for v in rest.split(":"))
     except ValueError:
