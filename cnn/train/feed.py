@@ -8,7 +8,7 @@
 
 Both read the examples ``cnn.data.train_plan`` assigns to each step (a seeded permutation per epoch), so
 they give the same training, and their position is the number of steps taken: a run may resume with the
-other feed. ``DeviceEvaluation`` evaluates the test split held on the device in one compiled call.
+other feed. ``DeviceEvaluation`` holds the test split on the device the same way.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class DeviceFeed:
 
 
 class DeviceEvaluation:
-    """The test split on the device(s), evaluated in one compiled call (a scan over padded batches)."""
+    """The test split on the device(s): each evaluation batch is a row of example indices (and a mask)."""
 
     def __init__(self, source: Any, *, eval_batch: int, parallel: Parallel):
         from cnn.data import in_memory
@@ -102,11 +102,9 @@ class DeviceEvaluation:
         batches = -(-count // eval_batch)
         padded = np.arange(batches * eval_batch)
         # Every example once; the padding repeats example 0 and is masked out.
-        self.indices = np.where(padded < count, padded, 0).reshape(batches, eval_batch).astype(np.int32)
-        self.mask = (padded < count).reshape(batches, eval_batch)
-
-    def batches(self, parallel: Parallel) -> dict:
-        return parallel.put_global_batches({"index": self.indices, "mask": self.mask})
+        indices = np.where(padded < count, padded, 0).reshape(batches, eval_batch).astype(np.int32)
+        mask = (padded < count).reshape(batches, eval_batch)
+        self.batches = [parallel.put_global_batch({"index": i, "mask": m}) for i, m in zip(indices, mask)]
 
 
 def make_feed(experiment: Any) -> Any:

@@ -34,7 +34,7 @@ from cnn.train import validate
 from cnn.train.build import Experiment, build, build_model
 from cnn.train.checkpoint import Checkpointer, checkpointer_for, unreadable_checkpoints
 from cnn.train.feed import make_evaluation, make_feed
-from cnn.train.steps import eval_step, eval_steps, summarise, train_steps
+from cnn.train.steps import eval_indexed_step, eval_step, summarise, train_steps
 from cnn.train.workdir import RunError, Workdir
 from cnn.train.writer import MetricWriter
 
@@ -183,10 +183,10 @@ def _start(experiment: Experiment, workdir: Workdir) -> _Run:
         raise
     writer = MetricWriter(workdir.path, resume_step=start_step)
     options = experiment.options
-    compiled_train = parallel.compile_train_steps(functools.partial(train_steps, options=options),
-                                                  with_data=feed.on_device)
+    compiled_train = parallel.compile_train_steps(
+        functools.partial(train_steps, options=options, unroll=experiment.unroll_calls), with_data=feed.on_device)
     if evaluation is not None:
-        compiled_eval = parallel.compile_eval_steps(functools.partial(eval_steps, options=options))
+        compiled_eval = parallel.compile_indexed_eval_step(functools.partial(eval_indexed_step, options=options))
     else:
         compiled_eval = parallel.compile_eval_step(functools.partial(eval_step, options=options))
     progress = None
@@ -248,10 +248,12 @@ def evaluate(run: _Run, state: Any) -> dict:
     from cnn.data import eval_iterator
 
     parallel = run.experiment.parallel
-    if run.evaluation is not None:  # the test split on the device: one call
-        totals = run.compiled_eval(state, run.evaluation.batches(parallel), run.evaluation.data)
-        return summarise(parallel.fetch(totals))
     totals = None
+    if run.evaluation is not None:  # the test split on the device: only indices travel
+        for batch in run.evaluation.batches:
+            metrics = run.compiled_eval(state, batch, run.evaluation.data)
+            totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
+        return summarise(parallel.fetch(totals))
     for batch in eval_iterator(run.experiment.test_source, global_batch=run.experiment.eval_batch):
         metrics = run.compiled_eval(state, parallel.put_batch(batch))
         totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)

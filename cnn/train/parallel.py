@@ -174,14 +174,13 @@ class Parallel:
             return jax.tree.map(split, batches)
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.stacked_sharding, x), batches)
 
-    def put_global_batches(self, batches: dict) -> dict:
-        """Batches every process holds whole (``[k, B, ...]``), split along ``B`` over the devices (jit modes)."""
+    def put_global_batch(self, batch: dict) -> dict:
+        """A batch every process holds whole (``[B, ...]``), split along ``B`` over the devices (jit modes)."""
         if self.mode == "single":
-            return jax.device_put(batches, self.local_devices[0])
+            return jax.device_put(batch, self.local_devices[0])
         if self.mode == "pmap":
             raise ValueError("batches held whole by every process are for parallel='single' or 'sharded'")
-        return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, self.stacked_sharding, lambda i: x[i]),
-                            batches)
+        return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, self.data_sharding, lambda i: x[i]), batch)
 
     def put_dataset(self, arrays: dict) -> dict:
         """A whole split (numpy) onto every device that computes, whole (jit modes): what the steps gather from."""
@@ -228,14 +227,14 @@ class Parallel:
         return jax.jit(steps, in_shardings=in_shardings, out_shardings=(self.replicated, self.replicated),
                        donate_argnums=0, compiler_options=options)
 
-    def compile_eval_steps(self, steps: Callable) -> Callable:
-        """``steps(state, batches, data) -> sums`` over a split held on the device (jit modes)."""
+    def compile_indexed_eval_step(self, step: Callable) -> Callable:
+        """``step(state, batch, data) -> sums`` for a batch of indices into a split held on the device (jit modes)."""
         options = self.compiler_options or None
         if self.mode == "single":
-            return jax.jit(steps, compiler_options=options)
+            return jax.jit(step, compiler_options=options)
         if self.mode == "pmap":
             raise ValueError("a split held on the device is for parallel='single' or 'sharded'")
-        return jax.jit(steps, in_shardings=(self.replicated, self.stacked_sharding, self.replicated),
+        return jax.jit(step, in_shardings=(self.replicated, self.data_sharding, self.replicated),
                        out_shardings=self.replicated, compiler_options=options)
 
     def compile_eval_step(self, step: Callable) -> Callable:

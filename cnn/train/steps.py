@@ -238,22 +238,29 @@ def gather(batch: Batch, data: Optional[dict]) -> Batch:
 
 
 def train_steps(state: TrainState, batches: Batch, rng: jax.Array, data: Optional[dict] = None, *,
-                options: StepOptions):
+                options: StepOptions, unroll: bool = False):
     """``k`` updates in one call: ``train_step`` scanned over the leading axis of ``batches`` (``[k, B, ...]``,
-    or example indices ``[k, B]`` into ``data``). Returns the state and every update's metrics, stacked ``[k]``."""
-    return jax.lax.scan(lambda state, batch: train_step(state, gather(batch, data), rng, options=options), state,
-                        batches)
+    or example indices ``[k, B]`` into ``data``). Returns the state and every update's metrics, stacked ``[k]``.
+
+    ``unroll`` writes the ``k`` steps out one after the other instead of a loop: XLA's CPU backend runs a
+    loop body's convolutions 20x slower than the same ops outside a loop (docs/performance.md), so the
+    training loop unrolls wherever it injects the CPU kernels.
+    """
+    def step(state, batch):
+        return train_step(state, gather(batch, data), rng, options=options)
+
+    if not unroll:
+        return jax.lax.scan(step, state, batches)
+    metrics = []
+    for index in range(jax.tree.leaves(batches)[0].shape[0]):  # written out: no loop in the program
+        state, step_metrics = step(state, jax.tree.map(lambda x: x[index], batches))
+        metrics.append(step_metrics)
+    return state, jax.tree.map(lambda *values: jnp.stack(values), *metrics)
 
 
-def eval_steps(state: TrainState, batches: Batch, data: Optional[dict] = None, *, options: StepOptions) -> dict:
-    """The sums of ``eval_step`` over every batch of ``batches`` (leading axis), in one call."""
-    first = eval_step(state, gather(jax.tree.map(lambda x: x[0], batches), data), options=options)
-
-    def body(total, batch):
-        return jax.tree.map(jnp.add, total, eval_step(state, gather(batch, data), options=options)), None
-
-    total, _ = jax.lax.scan(body, first, jax.tree.map(lambda x: x[1:], batches))
-    return total
+def eval_indexed_step(state: TrainState, batch: Batch, data: dict, *, options: StepOptions) -> dict:
+    """``eval_step`` on a batch of example indices (and mask) into the device-held split ``data``."""
+    return eval_step(state, gather(batch, data), options=options)
 
 
 def eval_step(state: TrainState, batch: Batch, *, options: StepOptions):

@@ -74,6 +74,7 @@ def base(*, model: str, dataset: str, batch_size: int, epochs: float, learning_r
     config.optimizer.clip_norm = 0.0  # > 0 clips the global gradient norm
     config.optimizer.accumulate_steps = 1
     config.optimizer.freeze = ()  # regexes over parameter paths, e.g. ("stem/", "stage1_")
+    config.optimizer.prune = ""  # magnitude pruning, e.g. "gradual(0.9, start=0, end=2000, every=100)" (updates)
     return config
 
 

@@ -32,15 +32,16 @@ DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 
 def tiny_shape(name):
-    """The smallest input of the model's rank it accepts, at least 32 pixels on a side (16 frames x 16 x 16 for
-    clips, 64 steps for sequences), without the batch axis."""
+    """A small input the model accepts, without the batch axis: its registered size up to 32 pixels a side
+    (parameters after a flatten depend on it), else 32 or its smallest side; 2 frames of 16 x 16 for clips,
+    64 steps for sequences."""
     model_entry = entry(name)
     rank, channels = model_entry.spatial_rank, model_entry.input_shape[-1]
     if rank == 1:
         return (max(64, model_entry.min_size), channels)
     if rank == 3:
         return (2, 16, 16, channels)
-    side = max(32, model_entry.min_size)
+    side = min(model_entry.input_shape[0], max(32, model_entry.min_size))
     return (side, side, channels)
 
 
