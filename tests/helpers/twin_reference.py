@@ -19,10 +19,16 @@ import cnn.models
 from cnn.models.features import stage_table
 from cnn.models.torch_weights import torch_state_dict
 
+# XLA CPU: no backend optimisation and the classic emitters compile 3-8x faster (as tests/models/test_registry.py).
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 RELATIVE = 1e-5  # max |ours - twin| / max |twin|, in evaluation
 # In training, BatchNorm divides by the standard deviation of a small batch (2 images of a few pixels at the last
 # stages): float32 rounding grows with 1/std. Measured up to 4e-5 at 2 x 64 x 64; 5e-6 at 2 x 128 x 128.
 TRAIN_RELATIVE = 1e-4
+
+
+def jit(fn, options=FAST_COMPILE):
+    return jax.jit(fn, compiler_options=options)
 
 
 def import_libraries():
@@ -116,14 +122,15 @@ def no_dropout_fields(name, **overrides):
 
 
 def check_twin(libs, name, twin, tmp_path, *, sizes, train_size=None, train_batch=2, overrides=None, features=True,
-               clip=None):
+               clip=None, compiler_options=FAST_COMPILE):
     """Loads ``twin``'s saved weights into zoo model ``name`` and checks against the twin:
 
     eval logits at each of ``sizes`` (the features too at the last one), train-mode logits (auxiliary ones
     included) and the updated running statistics at ``train_size`` (none if ``None``) on ``train_batch`` inputs
     (BatchNorm over the auxiliary heads' 1x1 maps needs more than 2 to be well conditioned), the same variables from
     ``.pth`` as from ``.safetensors``, and the round trip ``save_torch_weights`` -> ``twin.load_state_dict``.
-    ``clip`` (frames) makes the inputs ``[N, clip, H, W, 3]`` video. Returns the loaded variables.
+    ``clip`` (frames) makes the inputs ``[N, clip, H, W, 3]`` video; ``compiler_options`` are XLA's (the fast-compiling
+    ones by default; full-size models run faster fully optimised). Returns the loaded variables.
     """
     torch = libs.torch
     overrides = no_dropout_fields(name, **(overrides or {}))
@@ -134,8 +141,8 @@ def check_twin(libs, name, twin, tmp_path, *, sizes, train_size=None, train_batc
 
     reference = twin.eval()
     shape = lambda size, batch=2: (batch,) + ((clip,) if clip else ()) + (size, size, 3)  # noqa: E731
-    evaluate = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    with_features = jax.jit(lambda v, x: (model.apply(v, x, train=False), cnn.models.features(model, v, x)))
+    evaluate = jit(lambda v, x: model.apply(v, x, train=False), compiler_options)
+    with_features = jit(lambda v, x: (model.apply(v, x, train=False), cnn.models.features(model, v, x)), compiler_options)
     for index, size in enumerate(sizes):
         x = images(shape(size), seed=index)
         with torch.no_grad():
@@ -149,7 +156,8 @@ def check_twin(libs, name, twin, tmp_path, *, sizes, train_size=None, train_batc
         assert_equal_outputs(logits, expected, f"{name} eval logits at {size}px")
 
     if train_size is not None:
-        check_train_mode(libs, name, model, variables, reference, images(shape(train_size, train_batch), seed=7), overrides)
+        check_train_mode(libs, name, model, variables, reference, images(shape(train_size, train_batch), seed=7), overrides,
+                         compiler_options)
     check_round_trip(libs, name, variables, twin, images(shape(sizes[0]), seed=8), tmp_path, overrides)
     for path in (safetensors_path, pth_path):  # full-size twins weigh up to 0.5 GB a file
         os.remove(path)
@@ -191,15 +199,16 @@ def _train_outputs(libs, name, twin, x, overrides, double=False):
     return found
 
 
-def check_train_mode(libs, name, model, variables, reference, x, overrides):
+def check_train_mode(libs, name, model, variables, reference, x, overrides, compiler_options=FAST_COMPILE):
     """Logits with batch statistics (and auxiliary logits), and the running statistics after one step.
 
     In training a deep network's output is far more sensitive to rounding than in evaluation (BatchNorm over
     the batch amplifies perturbations with depth): PyTorch's own float32 ResNet-152 differs from its float64 by
     3e-4. Where ours differs from the float32 twin by more than ``TRAIN_RELATIVE``, it must be no further from
     the float64 twin than twice the float32 twin is."""
-    ours, state = jax.jit(lambda v, inputs: model.apply(v, inputs, train=True, mutable=["batch_stats", "intermediates"]))(
-        variables, x)
+    train = jit(lambda v, inputs: model.apply(v, inputs, train=True, mutable=["batch_stats", "intermediates"]),
+                compiler_options)
+    ours, state = train(variables, x)
     mine = {"logits": np.asarray(ours)}
     mine.update({f"auxiliary logits {i}": np.asarray(a)
                  for i, a in enumerate(jax.tree_util.tree_leaves(state.get("intermediates", {})), start=1)})

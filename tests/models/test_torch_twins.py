@@ -82,7 +82,7 @@ CASES = {
                   {"transform_input": True}, ODD),
     # Inception-v3 in training (its auxiliary head needs 299 x 299): test_torch_twins_full.py.
     "inception_v3": (_torchvision("inception_v3", aux_logits=True, transform_input=True, init_weights=False),
-                     {"transform_input": True}, {"sizes": (97,)}),
+                     {"transform_input": True}, {"sizes": (97,), "compiler_options": {}}),  # runs faster optimised
     "densenet121": (_densenet, {"block_sizes": (2, 3, 2, 2), "growth_rate": 8, "stem_width": 16}, ODD),
     "mobilenet_v2": (_mobilenet_v2, {"stages": MOBILENET_V2_STAGES}, ODD),
     "mobilenet_v3_small": (_mobilenet_v3, {"blocks": MOBILENET_V3_BLOCKS}, ODD),

@@ -151,7 +151,7 @@ def test_first_conv_adapts_to_other_channel_counts_as_timm(twins, small_twin, ch
     with twins.torch.no_grad():
         adapted.conv1.weight.copy_(twins.timm.models.adapt_input_conv(channels, weight.clone()))
     x = ref.images((2, 40, 40, channels))
-    ours = jax.jit(lambda v, inputs: model.apply(v, inputs, train=False))(variables, x)
+    ours = ref.jit(lambda v, inputs: model.apply(v, inputs, train=False))(variables, x)
     ref.assert_equal_outputs(ours, _logits(twins, adapted, x), f"{channels} channels")
 
 
@@ -182,7 +182,7 @@ def test_vit_loads_at_another_resolution_as_timm_does(twins):
                                                **ours)
         assert loaded.report.adapted == {"pos_embed": f"16 -> 6x6 patches ({interpolation}), class token kept"}
         model, variables = loaded
-        apply = apply or jax.jit(lambda v, inputs: model.apply(v, inputs, train=False))
+        apply = apply or ref.jit(lambda v, inputs: model.apply(v, inputs, train=False))
         ref.assert_equal_outputs(apply(variables, x), _logits(twins, wide, x), f"ViT at 48 px, {interpolation}")
 
 
