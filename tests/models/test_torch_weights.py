@@ -10,6 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from flax import linen as nn
 
 import cnn.models
 import twin_reference as ref  # tests/helpers, on pytest's pythonpath
@@ -195,6 +196,17 @@ def test_transform_input_is_torchvisions(twins):
                  models.inception_v3(transform_input=True, aux_logits=False, init_weights=False)):
         expected = ref.channels_last(twin._transform_input(ref.nchw(twins, x)))
         np.testing.assert_allclose(transform_input(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_mobilenet_v1_with_relu_is_timms_with_relu(twins):
+    """Our default MobileNet v1 (ReLU, as the paper) against timm's class built with ReLU (``act_layer="relu"``):
+    the loader's ``act=relu6`` is the only difference from timm's ``mobilenetv1_100``."""
+    twins.torch.manual_seed(0)
+    twin = ref.randomise(twins, twins.timm.create_model("mobilenetv1_100", act_layer="relu", num_classes=10), seed=0)
+    model, variables = cnn.models.load_torch_weights("mobilenet_v1", twin.state_dict(), act=nn.relu)
+    x = ref.images((2, 40, 40, 3))
+    ours = ref.jit(lambda v, inputs: model.apply(v, inputs, train=False))(variables, x)
+    ref.assert_equal_outputs(ours, _logits(twins, twin, x), "MobileNet v1 with ReLU")
 
 
 def test_insert_variables_grafts_a_loaded_model_into_a_larger_tree(loaded):
