@@ -198,9 +198,10 @@ def load_torch_weights(
     checkpoint_classes = _class_count(spec, state)
     if num_classes is None:
         num_classes = checkpoint_classes if checkpoint_classes is not None else registry.entry(name).default_num_classes
-    fields = dict(spec.overrides)
-    fields.update(spec.from_keys(keys) if spec.from_keys else {})
-    fields.update(overrides)
+    checkpoint_fields = {**spec.overrides, **(spec.from_keys(keys) if spec.from_keys else {}), **overrides}
+    fields = dict(checkpoint_fields)
+    if num_classes == 0 and fields.get("aux_logits") and "aux_logits" not in overrides:
+        fields["aux_logits"] = False  # features only: auxiliary classifiers have nothing to predict
     model = registry.create(name, num_classes=num_classes, **fields)
 
     first = state.get(spec.first_conv)
@@ -220,11 +221,11 @@ def load_torch_weights(
 
     head_keys: Set[str] = set()  # the checkpoint's head, when its class count is not the model's
     if checkpoint_classes != num_classes:
-        other = registry.create(name, num_classes=checkpoint_classes or num_classes + 1, **fields)
-        other_plan = layout(spec, other, _shapes(other, input_shape)).by_key()
-        ours = plan.by_key()
-        head_keys = {k for k in set(ours) | set(other_plan)
-                     if k not in ours or k not in other_plan or ours[k].shape != other_plan[k].shape}
+        other = registry.create(name, num_classes=checkpoint_classes or num_classes + 1, **checkpoint_fields)
+        other_layout = layout(spec, other, _shapes(other, input_shape))
+        ours, theirs = plan.by_key(), other_layout.by_key()
+        head_keys = {k for k in set(ours) | set(theirs) if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape}
+        head_keys |= set(other_layout.torch_only) - set(plan.torch_only)  # a dropped head's BatchNorm counters
     head_reason = (f"head: the checkpoint has {checkpoint_classes} classes, the model {num_classes}"
                    if checkpoint_classes is not None else f"head: the checkpoint has no {spec.classifier!r}")
 

@@ -104,6 +104,14 @@ def test_another_class_count_reinitialises_the_head_and_reports_it(small_twin, l
     assert set(features_only.report.skipped) == {"fc.weight", "fc.bias"}
 
 
+def test_features_only_drops_the_auxiliary_heads(twins):
+    state = twins.torchvision.models.googlenet(aux_logits=True, init_weights=False).state_dict()
+    model, variables = loaded = cnn.models.load_torch_weights("googlenet", state, num_classes=0)
+    assert model.aux_logits is False and not {"aux1", "aux2", "head"} & set(variables["params"])
+    assert {"fc.weight", "aux1.fc1.weight", "aux2.fc2.bias", "aux1.conv.bn.running_var"} <= set(loaded.report.skipped)
+    assert not loaded.report.reinitialised
+
+
 def test_files_pth_and_safetensors_and_what_is_refused(twins, small_twin, loaded, tmp_path, monkeypatch):
     safetensors_path, pth_path = ref.save(twins, small_twin, str(tmp_path))
     wrapped = tmp_path / "checkpoint.pth"
