@@ -75,7 +75,7 @@ class GoogLeNet(nn.Module):
         x = unit(64, 1, padding=0, name="conv2")(x, train)
         x = unit(192, 3, padding=1, name="conv3")(x, train)
         x = max_pool_ceil(x, 3, 2)
-        run_aux = self.aux_logits and (train or self.is_initializing())
+        run_aux = self.aux_logits and self.num_classes > 0 and (train or self.is_initializing())  # no head, no aux
         for key, widths in GOOGLENET_MODULES.items():
             if key in ("4a", "5a"):
                 x = max_pool_ceil(x, 3 if key == "4a" else 2, 2)
@@ -132,10 +132,11 @@ class InceptionV3(nn.Module):
         x = InceptionB(name="Mixed_6a", **block)(x, train)
         for name, channels in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
             x = InceptionC(channels_7x7=channels, name=name, **block)(x, train)
-        if self.aux_logits and self.is_initializing():  # a 17x17 stand-in, so that any input size initialises
+        aux = self.aux_logits and self.num_classes > 0  # features only (num_classes=0): no auxiliary head
+        if aux and self.is_initializing():  # a 17x17 stand-in, so that any input size initialises
             InceptionV3Aux(num_classes=self.num_classes, name="AuxLogits", **block)(
                 jnp.zeros((x.shape[0], 17, 17, x.shape[-1]), x.dtype), train)
-        elif self.aux_logits and train:
+        elif aux and train:
             aux = InceptionV3Aux(num_classes=self.num_classes, name="AuxLogits", **block)(x, train)
             self.sow("intermediates", "aux_logits", aux)
         x = InceptionD(name="Mixed_7a", **block)(x, train)

@@ -18,9 +18,10 @@ import numpy as np
 import cnn.models
 from cnn.models.features import stage_table
 from cnn.models.torch_weights import torch_state_dict
+from compile_options import fast_compile_options  # tests/helpers
 
 # XLA CPU: no backend optimisation and the classic emitters compile 3-8x faster (as tests/models/test_registry.py).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+FAST_COMPILE = fast_compile_options()
 RELATIVE = 1e-5  # max |ours - twin| / max |twin|, in evaluation
 # In training, BatchNorm divides by the standard deviation of a small batch (2 images of a few pixels at the last
 # stages): float32 rounding grows with 1/std. Measured up to 4e-5 at 2 x 64 x 64; 5e-6 at 2 x 128 x 128.
