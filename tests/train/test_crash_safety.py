@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from event_files import scalars  # tests/helpers
 
+pytestmark = pytest.mark.xdist_group("crash_safety")  # one worker builds the module's fixtures (pyproject: --dist loadgroup)
+
 HERE = pathlib.Path(__file__).resolve().parent
 COMPILE_CACHE = {  # the session's XLA compile cache (tests/conftest.py), shared with subprocesses
     "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), f"cnn-tests-xla-cache-{os.getuid()}"),
