@@ -253,12 +253,12 @@ def source(
       data_dir: raw files folder (``<data_dir>/<name>/<official file>``); default $CNN_DATA_DIR, else the cache.
       prepared_dir: where array_record files are written; default $CNN_PREPARED_DIR, else the cache.
       download: fetch absent raw files from the official address when online.
-
-    Without tensorflow-datasets installed, the IDX datasets and ``synthetic`` are read straight into memory
-    (``cnn.data.without_tfds``) and the others are a DataError saying so.
       label_key: which label feature to serve as "label" (e.g. ``"coarse_label"`` for cifar100).
       **options: dataset options (image_folder: folder, image_size, channels; synthetic: image_shape,
         num_classes, num_train, num_test, seed).
+
+    Without tensorflow-datasets installed, the IDX datasets and ``synthetic`` are read straight into memory
+    (``cnn.data.without_tfds``) and the others are a DataError saying so.
     """
     try:
         import tensorflow_datasets  # noqa: F401
