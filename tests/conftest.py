@@ -1,10 +1,11 @@
-"""Shared fixtures: the PyTorch reference (skipped when absent) and one closeness rule.
+"""Shared fixtures: the PyTorch reference and the twins' real classes (skipped when absent), one closeness rule.
 
 Compiled XLA programs are cached on disk for the session (and shared by xdist workers), so a
 program that several tests compile, such as one config's train step in a run and its resume, is
 compiled once.
 """
 
+import importlib.util
 import os
 import tempfile
 
@@ -22,6 +23,23 @@ def torch():
     torch = pytest.importorskip("torch", reason="PyTorch is the numerical reference (pip install -e '.[dev]')")
     torch.manual_seed(0)
     return torch
+
+
+@pytest.fixture(scope="session")
+def twins():
+    """torch, torchvision and timm: the real classes of the zoo's twins (``tests/helpers/twin_reference.py``).
+
+    Skipped with the reason when one is not installed. ``torch.library.register_fake`` is replaced by a
+    no-op before torchvision is imported: its wheel registers fake ops that the CPU build of PyTorch rejects.
+    """
+    pytest.importorskip("torch", reason="PyTorch is the numerical reference (pip install -e '.[dev]')")
+    for module in ("torchvision", "timm"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed: the twins' real classes come from torchvision 0.28.0 and timm "
+                        "(pip install --no-deps torchvision==0.28.0 timm==1.0.31, after pip install -e '.[dev]')")
+    import twin_reference  # tests/helpers, on pytest's pythonpath
+
+    return twin_reference.import_libraries()
 
 
 @pytest.fixture
@@ -50,7 +68,7 @@ def pytest_collection_modifyitems(items):
     tests marked ``slow`` (too long for the suite's 15 minutes on 2 cores) run only with ``CNN_RUN_SLOW=1``."""
     skip_slow = pytest.mark.skip(reason="slow: runs with CNN_RUN_SLOW=1 (beyond the suite's time budget)")
     for item in items:
-        if "torch" in getattr(item, "fixturenames", ()):
+        if {"torch", "twins"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.torch)
         if "slow" in item.keywords and not RUN_SLOW:
             item.add_marker(skip_slow)

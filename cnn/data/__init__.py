@@ -22,6 +22,7 @@ from cnn.data.pipeline import (
     steps_per_epoch,
     train_dataset,
     train_iterator,
+    train_plan,
 )
 from cnn.data.sources import ArraySource, Source, in_memory, source
 
@@ -44,4 +45,5 @@ __all__ = [
     "steps_per_epoch",
     "train_dataset",
     "train_iterator",
+    "train_plan",
 ]

@@ -35,6 +35,7 @@ DATASETS = {
         Entry("cifar10", "Cifar10", "CIFAR-10, 50k/10k, 32x32x3"),
         Entry("cifar100", "Cifar100", "CIFAR-100, 50k/10k, 32x32x3, label (100) and coarse_label (20)"),
         Entry("svhn_cropped", "SvhnCropped", "SVHN cropped digits, 73,257/26,032/531,131 (extra), 32x32x3"),
+        Entry("uci_digits", "UciDigits", "UCI optical digits (scikit-learn's load_digits, offline), 1,201/596, 28x28x1"),
         Entry(
             "image_folder",
             "ImageFolder",

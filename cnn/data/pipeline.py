@@ -20,6 +20,7 @@ Batches are numpy: {"image": uint8 [B, H, W, C], "label": int32 [B]} (+ "mask": 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from typing import Any, Optional
 
@@ -61,6 +62,11 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+@functools.lru_cache(maxsize=2)
+def _numpy_order(num_examples: int, epoch_seed: int) -> np.ndarray:
+    return np.random.default_rng(epoch_seed).permutation(num_examples)
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchPlan:
     """Which source indices make up this process's part of each global batch."""
@@ -74,14 +80,16 @@ class BatchPlan:
 
     def indices(self, step: int) -> np.ndarray:
         """int64 [<= per_process_batch]: source indices of this process's examples at global ``step``."""
-        from grain.experimental import index_shuffle
-
         epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
         start = (step_in_epoch * self.process_count + self.process_index) * self.per_process_batch
         positions = range(start, min(start + self.per_process_batch, self.num_examples))
         if self.seed is None:
             return np.asarray(positions, dtype=np.int64)
         epoch_seed = _epoch_seed(self.seed, epoch)
+        try:
+            from grain.experimental import index_shuffle
+        except ImportError:  # JAX alone (no grain): a numpy permutation of the epoch, another order than grain's
+            return _numpy_order(self.num_examples, epoch_seed)[start:start + len(positions)]
         last = self.num_examples - 1
         return np.asarray([index_shuffle(p, max_index=last, seed=epoch_seed, rounds=4) for p in positions], dtype=np.int64)
 
@@ -124,6 +132,29 @@ def _to_iter_dataset(steps, read: ReadBatch, worker_count: int, prefetch: int, r
     return dataset
 
 
+def train_plan(
+    source: Any,
+    *,
+    global_batch: int,
+    seed: int,
+    process_index: Optional[int] = None,
+    process_count: Optional[int] = None,
+) -> BatchPlan:
+    """Which examples this process reads at every training step: ``plan.indices(step)``. The grain pipeline
+    and the on-device feed of the training loop read the same examples at the same step."""
+    process_index, process_count = _process(process_index, process_count)
+    per_process = _per_process_batch(global_batch, process_count)
+    steps = steps_per_epoch(len(source), global_batch)
+    if steps == 0:
+        raise ValueError(
+            f"global_batch={global_batch} is larger than the {len(source)} examples of {source!r}; "
+            f"use a batch of at most {len(source)}"
+        )
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r}; expected a non-negative integer")
+    return BatchPlan(len(source), per_process, process_index, process_count, steps, int(seed))
+
+
 def train_dataset(
     source: Any,
     *,
@@ -148,20 +179,11 @@ def train_dataset(
       prefetch: batches buffered (per worker when there are workers).
       read_threads: threads reading batches in each process.
     """
-    process_index, process_count = _process(process_index, process_count)
-    per_process = _per_process_batch(global_batch, process_count)
-    steps = steps_per_epoch(len(source), global_batch)
-    if steps == 0:
-        raise ValueError(
-            f"global_batch={global_batch} is larger than the {len(source)} examples of {source!r}; "
-            f"use a batch of at most {len(source)}"
-        )
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r}; expected a non-negative integer")
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"num_epochs={num_epochs}; expected None (forever) or a positive number")
-    plan = BatchPlan(len(source), per_process, process_index, process_count, steps, int(seed))
-    total = sys.maxsize if num_epochs is None else steps * num_epochs
+    plan = train_plan(source, global_batch=global_batch, seed=seed, process_index=process_index,
+                      process_count=process_count)
+    total = sys.maxsize if num_epochs is None else plan.steps_per_epoch * num_epochs
     return _to_iter_dataset(total, ReadBatch(source, plan, pad=False), worker_count, prefetch, read_threads)
 
 

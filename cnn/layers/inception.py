@@ -24,6 +24,21 @@ ModuleDef = Any
 
 inception_bn = functools.partial(BatchNorm, epsilon=1e-3)
 
+# ImageNet's channel statistics, which torchvision's ``transform_input`` undoes.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def transform_input(x: jax.Array) -> jax.Array:
+    """torchvision's ``transform_input`` on ``[N, H, W, 3]``: re-normalise from ImageNet's mean/std to mean 0.5, std 0.5.
+
+    Its GoogLeNet and Inception-v3 ImageNet weights were converted from Google's, trained on images scaled
+    to [-1, 1]; torchvision feeds them ImageNet-normalised images and maps them back with this.
+    """
+    if x.shape[-1] != 3:
+        raise ValueError(f"transform_input needs 3 (RGB) channels; got input shape {x.shape}")
+    mean, std = jnp.asarray(IMAGENET_MEAN, x.dtype), jnp.asarray(IMAGENET_STD, x.dtype)
+    return x * (std / 0.5) + (mean - 0.5) / 0.5
+
 
 def basic_conv(norm: ModuleDef, conv: ModuleDef, dtype: Optional[Dtype]) -> ModuleDef:
     """The conv-BN-ReLU unit of every Inception network: ``unit(features, kernel, strides, padding, name=...)``."""

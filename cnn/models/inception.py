@@ -17,7 +17,7 @@ from flax import linen as nn
 
 from cnn.layers import ClassifierHead, batch_norm, max_pool
 from cnn.layers.ceil_pool import max_pool_ceil
-from cnn.layers.inception import InceptionAux, InceptionModule, basic_conv
+from cnn.layers.inception import InceptionAux, InceptionModule, basic_conv, transform_input
 from cnn.layers.inception_v3 import InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV3Aux
 from cnn.models.layout import check_layout
 from cnn.models.registry import register
@@ -45,10 +45,13 @@ class GoogLeNet(nn.Module):
     6,624,904 parameters for 1000 classes without auxiliary heads (``aux_logits=False``, the
     default); 13,004,888 with both. Pools use ceil mode, as torchvision. ``second_kernel=5``
     gives the paper's 5x5 branch instead of torchvision's 3x3.
+    ``transform_input`` (off by default) re-normalises ImageNet-normalised inputs as torchvision does
+    for its published ImageNet weights (``cnn.layers.inception.transform_input``): turn it on with them.
     """
 
     num_classes: int = 1000
     aux_logits: bool = False
+    transform_input: bool = False
     drop_rate: float = 0.2
     aux_drop_rate: float = 0.7
     second_kernel: int = 3
@@ -65,12 +68,14 @@ class GoogLeNet(nn.Module):
         check_layout(self, x)
         norm = batch_norm(self)
         unit = basic_conv(norm, self.conv, self.dtype)
+        if self.transform_input:
+            x = transform_input(x)
         x = unit(64, 7, 2, padding=3, name="conv1")(x, train)
         x = max_pool_ceil(x, 3, 2)
         x = unit(64, 1, padding=0, name="conv2")(x, train)
         x = unit(192, 3, padding=1, name="conv3")(x, train)
         x = max_pool_ceil(x, 3, 2)
-        run_aux = self.aux_logits and (train or self.is_initializing())
+        run_aux = self.aux_logits and self.num_classes > 0 and (train or self.is_initializing())  # no head, no aux
         for key, widths in GOOGLENET_MODULES.items():
             if key in ("4a", "5a"):
                 x = max_pool_ceil(x, 3 if key == "4a" else 2, 2)
@@ -92,10 +97,12 @@ class InceptionV3(nn.Module):
     27,161,264 parameters for 1000 classes with the auxiliary head (``aux_logits=True``, the
     default, as torchvision); 23,834,568 without. The auxiliary head's 5x5 conv needs the full
     17x17 grid, i.e. 299x299 inputs in training; without it (or in evaluation) 75x75 is the minimum.
+    ``transform_input``: as GoogLeNet's (on for torchvision's published ImageNet weights; off by default).
     """
 
     num_classes: int = 1000
     aux_logits: bool = True
+    transform_input: bool = False
     drop_rate: float = 0.5
     conv: ModuleDef = nn.Conv
     axis_name: Optional[str] = None
@@ -111,6 +118,8 @@ class InceptionV3(nn.Module):
         norm = batch_norm(self)
         unit = basic_conv(norm, self.conv, self.dtype)
         block = dict(norm=norm, conv=self.conv, dtype=self.dtype)
+        if self.transform_input:
+            x = transform_input(x)
         x = unit(32, 3, 2, padding=0, name="Conv2d_1a_3x3")(x, train)
         x = unit(32, 3, padding=0, name="Conv2d_2a_3x3")(x, train)
         x = unit(64, 3, padding=1, name="Conv2d_2b_3x3")(x, train)
@@ -123,10 +132,11 @@ class InceptionV3(nn.Module):
         x = InceptionB(name="Mixed_6a", **block)(x, train)
         for name, channels in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
             x = InceptionC(channels_7x7=channels, name=name, **block)(x, train)
-        if self.aux_logits and self.is_initializing():  # a 17x17 stand-in, so that any input size initialises
+        aux = self.aux_logits and self.num_classes > 0  # features only (num_classes=0): no auxiliary head
+        if aux and self.is_initializing():  # a 17x17 stand-in, so that any input size initialises
             InceptionV3Aux(num_classes=self.num_classes, name="AuxLogits", **block)(
                 jnp.zeros((x.shape[0], 17, 17, x.shape[-1]), x.dtype), train)
-        elif self.aux_logits and train:
+        elif aux and train:
             aux = InceptionV3Aux(num_classes=self.num_classes, name="AuxLogits", **block)(x, train)
             self.sow("intermediates", "aux_logits", aux)
         x = InceptionD(name="Mixed_7a", **block)(x, train)

@@ -50,12 +50,15 @@ V3_SMALL = (
 class MobileNetV1(nn.Module):
     """3x3/2 conv (32), 13 depthwise-separable layers, global pool, dropout, fc; 4,231,976 parameters.
 
-    ``width_multiplier`` scales every width (``int(c * alpha)``, the paper's rule).
+    ``width_multiplier`` scales every width (``int(c * alpha)``, the paper's rule). ``act`` is ReLU, as
+    the paper; timm's ``mobilenetv1_100`` (same layers, same parameters) uses ReLU6, so
+    ``load_torch_weights("mobilenet_v1", ...)`` builds the model with ``act=relu6``.
     """
 
     num_classes: int = 1000
     width_multiplier: float = 1.0
     drop_rate: float = 0.0
+    act: Callable[[jax.Array], jax.Array] = nn.relu
     conv: ModuleDef = nn.Conv
     axis_name: Optional[str] = None
     bn_momentum: float = 0.9
@@ -69,11 +72,11 @@ class MobileNetV1(nn.Module):
         check_layout(self, x)
         norm, conv = batch_norm(self), self.conv
         width = lambda c: max(int(c * self.width_multiplier), 1)  # noqa: E731
-        x = ConvNormAct(width(32), 3, 2, padding=1, use_bias=False, norm=norm, conv=conv, dtype=self.dtype,
-                        name="stem")(x, train)
+        x = ConvNormAct(width(32), 3, 2, padding=1, use_bias=False, norm=norm, act=self.act, conv=conv,
+                        dtype=self.dtype, name="stem")(x, train)
         for i, (channels, stride) in enumerate(V1_LAYERS):
-            x = SeparableConv(width(channels), 3, stride, padding=1, norm=norm, conv=conv, dtype=self.dtype,
-                              name=f"layer{i + 1}")(x, train)
+            x = SeparableConv(width(channels), 3, stride, padding=1, norm=norm, act=self.act, conv=conv,
+                              dtype=self.dtype, name=f"layer{i + 1}")(x, train)
         return ClassifierHead(self.num_classes, pool="avg", drop_rate=self.drop_rate, dtype=self.dtype, name="head")(
             x, train
         )

@@ -59,10 +59,13 @@ class LeNet5(nn.Module):
     61,706 parameters for 10 classes. A 28x28 input is zero-padded by 2 to the paper's 32x32.
     ``act``/``pool`` default to ReLU and max pooling; ``act=nn.tanh, pool="avg"`` gives the
     1998 choices (without the paper's trainable subsampling coefficients and RBF outputs).
-    ``num_classes=0`` returns the 84 features of the last hidden layer.
+    ``num_classes=0`` returns the 84 features of the last hidden layer. ``widths`` (the convs) and
+    ``hidden`` (the dense layers) give narrower or wider variants, e.g. after structured pruning.
     """
 
     num_classes: int = 10
+    widths: tuple = (6, 16)
+    hidden: tuple = (120, 84)
     padding: int = 2
     act: Callable[[jax.Array], jax.Array] = nn.relu
     pool: str = "max"
@@ -79,11 +82,11 @@ class LeNet5(nn.Module):
             raise ValueError(f"pool={self.pool!r}; expected 'max' or 'avg'")
         pool = self.max_pool if self.pool == "max" else avg_pool
         unit = functools.partial(ConvNormAct, kernel_size=5, norm=None, act=self.act, conv=self.conv, dtype=self.dtype)
-        x = pool(unit(6, padding=self.padding, name="conv1")(x, train), 2)
-        x = pool(unit(16, padding=0, name="conv2")(x, train), 2)
+        x = pool(unit(self.widths[0], padding=self.padding, name="conv1")(x, train), 2)
+        x = pool(unit(self.widths[1], padding=0, name="conv2")(x, train), 2)
         x = flatten(x)
-        x = self.act(nn.Dense(120, dtype=self.dtype, name="fc1")(x))
-        x = self.act(nn.Dense(84, dtype=self.dtype, name="fc2")(x))
+        x = self.act(nn.Dense(self.hidden[0], dtype=self.dtype, name="fc1")(x))
+        x = self.act(nn.Dense(self.hidden[1], dtype=self.dtype, name="fc2")(x))
         if self.num_classes == 0:
             return x
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc3")(x)

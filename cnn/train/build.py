@@ -15,7 +15,7 @@ from flax import linen as nn
 import cnn.models
 from cnn.data.chain import preprocessing
 from cnn.layers import cpu_kernels
-from cnn.train import optim, validate
+from cnn.train import feed, optim, validate
 from cnn.train.parallel import Parallel
 from cnn.train.state import TrainState, create_train_state
 from cnn.train.steps import StepOptions
@@ -37,6 +37,8 @@ class Experiment:
     options: StepOptions
     update_batch: int  # examples of one optimizer update (micro-batches included)
     eval_batch: int
+    on_device: bool  # the training and test splits held on the device (cnn.train.feed)
+    unroll_calls: bool  # the steps of a call written out (with the CPU kernels), not a loop (cnn.train.steps)
     steps_per_epoch: int  # optimizer updates per epoch
     total_steps: int
     init: Callable[[jax.Array], TrainState]
@@ -146,5 +148,6 @@ def build(config: Any) -> Experiment:
                          f"parallel='pmap' its BatchNorm would keep per-device statistics without a word; give it "
                          f"an axis_name field (cnn.layers.batch_norm) or set training.per_device_batch_norm=True")
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state_shapes.params))
+    on_device = feed.use_device_feed(config.data.on_device, train_source, parallel, config.data.device_memory_mb)
     return Experiment(config, parallel, train_source, test_source, model, tx, learning_rate, options, update_batch,
-                      eval_batch, steps_per_epoch, total_steps, init, state_shapes, params, seed)
+                      eval_batch, on_device, kernels, steps_per_epoch, total_steps, init, state_shapes, params, seed)

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import math
 import signal
 import threading
 import time
@@ -29,11 +28,13 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cnn.train import validate
 from cnn.train.build import Experiment, build, build_model
 from cnn.train.checkpoint import Checkpointer, checkpointer_for, unreadable_checkpoints
-from cnn.train.steps import eval_step, summarise, train_step
+from cnn.train.feed import make_evaluation, make_feed
+from cnn.train.steps import eval_indexed_step, eval_step, summarise, train_steps
 from cnn.train.workdir import RunError, Workdir
 from cnn.train.writer import MetricWriter
 
@@ -138,7 +139,8 @@ class _Run:
     workdir: Workdir
     checkpointer: Checkpointer
     writer: MetricWriter
-    train_batches: Any
+    feed: Any  # cnn.train.feed: GrainFeed or DeviceFeed
+    evaluation: Any  # DeviceEvaluation, or None to evaluate through grain
     state: Any
     start_step: int
     compiled_train: Any
@@ -154,7 +156,7 @@ class _Run:
         self.checkpointer.close()
 
 
-def _restore_or_init(experiment: Experiment, checkpointer: Checkpointer, train_batches):
+def _restore_or_init(experiment: Experiment, checkpointer: Checkpointer, feed):
     """``(state, step)`` from the newest readable checkpoint, else a fresh state at step 0."""
     parallel = experiment.parallel
     if checkpointer.steps():
@@ -164,36 +166,35 @@ def _restore_or_init(experiment: Experiment, checkpointer: Checkpointer, train_b
         if restored.step > experiment.total_steps:
             raise RunError(f"{checkpointer.directory} holds a run already at step {restored.step}, past this run's "
                            f"{experiment.total_steps} steps; use another --workdir, or --force to start over")
-        if restored.data_state:
-            train_batches.set_state(restored.data_state)
+        feed.set_state(restored.data_state or {"next_index": restored.step})
         log.info("resumed from step %d", restored.step)
         return parallel.place(restored.state), restored.step
     return parallel.init(experiment.init, jax.random.PRNGKey(experiment.seed)), 0
 
 
 def _start(experiment: Experiment, workdir: Workdir) -> _Run:
-    from cnn.data import train_iterator
-
     config, parallel = experiment.config, experiment.parallel
     checkpointer = checkpointer_for(workdir.checkpoints, config.training)
-    train_batches = train_iterator(
-        experiment.train_source, global_batch=experiment.update_batch, seed=experiment.seed,
-        worker_count=config.data.workers, prefetch=config.data.prefetch,
-    )
     try:
-        state, start_step = _restore_or_init(experiment, checkpointer, train_batches)
+        feed, evaluation = make_feed(experiment), make_evaluation(experiment)
+        state, start_step = _restore_or_init(experiment, checkpointer, feed)
     except BaseException:
         checkpointer.close()
         raise
     writer = MetricWriter(workdir.path, resume_step=start_step)
-    compiled_train = parallel.compile_train_step(functools.partial(train_step, options=experiment.options))
-    compiled_eval = parallel.compile_eval_step(functools.partial(eval_step, options=experiment.options))
+    options = experiment.options
+    compiled_train = parallel.compile_train_steps(
+        functools.partial(train_steps, options=options, unroll=experiment.unroll_calls), with_data=feed.on_device)
+    if evaluation is not None:
+        compiled_eval = parallel.compile_indexed_eval_step(functools.partial(eval_indexed_step, options=options))
+    else:
+        compiled_eval = parallel.compile_eval_step(functools.partial(eval_step, options=options))
     progress = None
     if jax.process_index() == 0 and config.training.progress_bar:
         from tqdm import tqdm
 
         progress = tqdm(total=experiment.total_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
-    return _Run(experiment, workdir, checkpointer, writer, train_batches, state, start_step, compiled_train,
+    return _Run(experiment, workdir, checkpointer, writer, feed, evaluation, state, start_step, compiled_train,
                 compiled_eval, progress)
 
 
@@ -212,18 +213,19 @@ class _Window:
         """Mean training metrics since the last flush (None if there were no steps); raises on a non-finite loss."""
         if not self.pending:
             return None
-        fetched = [run.experiment.parallel.fetch(m) for m in self.pending]
-        for offset, metrics in enumerate(fetched):
-            if not math.isfinite(float(metrics["loss_sum"])) and not float(metrics["skipped"]):
-                raise RunError(
-                    f"non-finite loss at step {self.first_step + offset + 1} (the loss or its gradients overflowed); "
-                    f"stopping without saving this state (the last checkpoint is kept). Lower "
-                    f"optimizer.learning_rate, set optimizer.clip_norm, or train in float32"
-                )
-        totals = {k: sum(float(m[k]) for m in fetched) for k in fetched[0]}
+        fetched = [run.experiment.parallel.fetch(m) for m in self.pending]  # each call's metrics, [k] per name
+        steps = {k: np.concatenate([np.atleast_1d(m[k]) for m in fetched]) for k in fetched[0]}
+        bad = np.flatnonzero(~np.isfinite(steps["loss_sum"]) & (steps["skipped"] == 0))
+        if bad.size:
+            raise RunError(
+                f"non-finite loss at step {self.first_step + int(bad[0]) + 1} (the loss or its gradients overflowed); "
+                f"stopping without saving this state (the last checkpoint is kept). Lower optimizer.learning_rate, "
+                f"set optimizer.clip_norm, or train in float32"
+            )
+        totals = {k: float(v.sum()) for k, v in steps.items()}
         summary = summarise(totals)
         summary["images_per_second"] = totals["examples"] / max(time.perf_counter() - self.started, 1e-9)
-        self.first_step += len(self.pending)
+        self.first_step += len(steps["loss_sum"])
         self.pending, self.started = [], time.perf_counter()
         return summary
 
@@ -241,14 +243,19 @@ def _log_window(run: _Run, window: _Window, done: int) -> None:
                                  img_s=f"{summary['images_per_second']:.0f}")
 
 
-def evaluate(experiment: Experiment, state: Any, compiled_eval) -> dict:
+def evaluate(run: _Run, state: Any) -> dict:
     """Loss, top-1 and top-5 (and their ``_ema`` twins) over every test example exactly once."""
     from cnn.data import eval_iterator
 
-    parallel = experiment.parallel
+    parallel = run.experiment.parallel
     totals = None
-    for batch in eval_iterator(experiment.test_source, global_batch=experiment.eval_batch):
-        metrics = compiled_eval(state, parallel.put_batch(batch))
+    if run.evaluation is not None:  # the test split on the device: only indices travel
+        for batch in run.evaluation.batches:
+            metrics = run.compiled_eval(state, batch, run.evaluation.data)
+            totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
+        return summarise(parallel.fetch(totals))
+    for batch in eval_iterator(run.experiment.test_source, global_batch=run.experiment.eval_batch):
+        metrics = run.compiled_eval(state, parallel.put_batch(batch))
         totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
     return summarise(parallel.fetch(totals))
 
@@ -256,7 +263,7 @@ def evaluate(experiment: Experiment, state: Any, compiled_eval) -> dict:
 def _evaluate_and_log(run: _Run, done: int) -> dict:
     parallel = run.experiment.parallel
     state = parallel.sync_batch_stats(run.state) if parallel.per_device_batch_norm else run.state
-    test = {f"test_{k}": v for k, v in evaluate(run.experiment, state, run.compiled_eval).items()}
+    test = {f"test_{k}": v for k, v in evaluate(run, state).items()}
     run.writer.write(done, test)
     if run.progress is not None:
         ema = f", EMA top-1 {test['test_top1_ema']:.4f}" if "test_top1_ema" in test else ""
@@ -264,25 +271,35 @@ def _evaluate_and_log(run: _Run, done: int) -> dict:
     return test
 
 
+def _next_stop(step: int, total: int, *intervals: int) -> int:
+    """The first step after ``step`` at which the loop must act (log, evaluate, checkpoint, end)."""
+    return min([total] + [(step // every + 1) * every for every in intervals])
+
+
 def _train(run: _Run) -> None:
-    """The step loop from ``run.start_step`` to the last step; checkpoints, evaluates, logs, and stops on request."""
+    """The step loop from ``run.start_step`` to the last step, ``training.steps_per_call`` steps per call;
+    checkpoints, evaluates, logs, and stops on request."""
     experiment = run.experiment
     config, parallel, total = experiment.config, experiment.parallel, experiment.total_steps
     training = config.training
     eval_every = training.eval_every_steps or experiment.steps_per_epoch
     checkpoint_every = training.checkpoint_every_steps or experiment.steps_per_epoch
     rng = parallel.fetch(run.state.rng)  # the run's key: every step folds its number into it
+    data = (run.feed.data,) if run.feed.on_device else ()
     window = _Window(run.start_step)
     started = time.perf_counter()
     _training.set()
     try:
         if _stop_requested.is_set():  # asked while the run started: nothing new to save
             raise Preempted(run.start_step)
-        for step in range(run.start_step, total):
-            batch = parallel.put_batch(next(run.train_batches))
-            run.state, metrics = run.compiled_train(run.state, batch, rng)
+        step = run.start_step
+        while step < total:
+            calls = min(training.steps_per_call,
+                        _next_stop(step, total, training.log_every_steps, eval_every, checkpoint_every) - step)
+            batches = parallel.put_batches(run.feed.next(calls))
+            run.state, metrics = run.compiled_train(run.state, batches, rng, *data)
             window.pending.append(metrics)
-            done = step + 1
+            done = step + calls
             last = done == total
             evaluating = done % eval_every == 0 or last
             saving = done % checkpoint_every == 0 or last
@@ -294,10 +311,11 @@ def _train(run: _Run) -> None:
             if saving or stopping:
                 _checkpoint(run, done, window, metrics=run.last_test if evaluating else None)
             if run.progress is not None:
-                run.progress.update(1)
+                run.progress.update(calls)
             if stopping:
                 run.checkpointer.wait()
                 raise Preempted(done)
+            step = done
         run.checkpointer.wait()
     finally:
         _training.clear()
@@ -307,7 +325,7 @@ def _train(run: _Run) -> None:
 def _checkpoint(run: _Run, done: int, window: _Window, *, metrics: Optional[dict]) -> None:
     _log_window(run, window, done)
     run.checkpointer.save(done, run.experiment.parallel.unreplicate(run.state),
-                          data_state=run.train_batches.get_state(), meta=run.experiment.identity, metrics=metrics)
+                          data_state=run.feed.get_state(), meta=run.experiment.identity, metrics=metrics)
 
 
 # ----------------------------------------------------------------------------------------- finish
@@ -318,7 +336,7 @@ def _finish(run: _Run) -> dict:
     config, parallel = experiment.config, experiment.parallel
     test = run.last_test
     if not test:  # nothing ran in this invocation (finished earlier, results missing): evaluate now
-        test = {f"test_{k}": v for k, v in evaluate(experiment, run.state, run.compiled_eval).items()}
+        test = {f"test_{k}": v for k, v in evaluate(run, run.state).items()}
     results = {
         "model": config.model.name,
         "dataset": config.data.name,

@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence, Tuple
 import jax
 import optax
 
+from cnn.export import pruning
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "lamb", "lars")
 SCHEDULES = ("constant", "steps", "warmup_cosine", "cosine", "one_cycle")
 
@@ -97,7 +99,8 @@ def build(
 
         name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
         schedule="warmup_cosine", warmup_epochs=5, lr_reference_batch=256, clip_norm=None,
-        freeze=("stem/.*",), decay_mask="weights"  # or "all"
+        freeze=("stem/.*",), decay_mask="weights",  # or "all"
+        prune="gradual(0.9, start=0, end=2000, every=100)"  # magnitude pruning, cnn.export.pruning
 
     ``steps_per_epoch`` and ``total_steps`` count optimizer updates; ``global_batch`` is one update's examples.
     """
@@ -116,4 +119,6 @@ def build(
     if freeze:
         labels = lambda params: jax.tree.map(lambda f: "frozen" if f else "trained", frozen_mask(params, freeze))
         tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+    if config.get("prune"):  # last: pruned weights stay at zero whatever the optimizer does
+        tx = optax.chain(tx, pruning.prune(pruning.parse_schedule(config.prune)))
     return tx, lr

@@ -72,6 +72,7 @@ class Parallel:
             self.mesh = Mesh(np.asarray(jax.devices()), (MESH_AXIS,))
             self.replicated = NamedSharding(self.mesh, PartitionSpec())
             self.data_sharding = NamedSharding(self.mesh, PartitionSpec(MESH_AXIS))
+            self.stacked_sharding = NamedSharding(self.mesh, PartitionSpec(None, MESH_AXIS))  # [k, B, ...]
 
     @property
     def axis_name(self) -> Optional[str]:
@@ -157,6 +158,38 @@ class Parallel:
             return jax.tree.map(split, batch)
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.data_sharding, x), batch)
 
+    def put_batches(self, batches: dict) -> dict:
+        """``k`` steps of this process's rows (numpy ``[k, b, ...]``) -> device arrays for ``compile_train_steps``."""
+        if self.mode == "single":
+            return jax.device_put(batches, self.local_devices[0])
+        if self.mode == "pmap":
+            count = len(self.local_devices)
+
+            def split(x):
+                if x.shape[1] % count:
+                    raise ValueError(f"a batch of {x.shape[1]} rows cannot be split over {count} local devices")
+                per_device = x.reshape(x.shape[0], count, x.shape[1] // count, *x.shape[2:])
+                return jax.device_put(np.swapaxes(per_device, 0, 1), self.device_axis)
+
+            return jax.tree.map(split, batches)
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.stacked_sharding, x), batches)
+
+    def put_global_batch(self, batch: dict) -> dict:
+        """A batch every process holds whole (``[B, ...]``), split along ``B`` over the devices (jit modes)."""
+        if self.mode == "single":
+            return jax.device_put(batch, self.local_devices[0])
+        if self.mode == "pmap":
+            raise ValueError("batches held whole by every process are for parallel='single' or 'sharded'")
+        return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, self.data_sharding, lambda i: x[i]), batch)
+
+    def put_dataset(self, arrays: dict) -> dict:
+        """A whole split (numpy) onto every device that computes, whole (jit modes): what the steps gather from."""
+        if self.mode == "single":
+            return jax.device_put(arrays, self.local_devices[0])
+        if self.mode == "pmap":
+            raise ValueError("a split held on the device is for parallel='single' or 'sharded'")
+        return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, self.replicated, lambda i: x[i]), arrays)
+
     def fetch(self, tree: Any) -> Any:
         """Device results -> numpy on the host (pmap: the first replica; they are identical after psum)."""
         tree = jax.device_get(tree)
@@ -177,6 +210,32 @@ class Parallel:
             donate_argnums=0,
             compiler_options=options,
         )
+
+    def compile_train_steps(self, steps: Callable, *, with_data: bool = False) -> Callable:
+        """``steps(state, batches, rng[, data]) -> (state, metrics)`` over ``[k, B, ...]`` batches, state donated.
+
+        ``with_data``: a fourth argument, the split held on the device (``put_dataset``), never donated.
+        """
+        options = self.compiler_options or None
+        if self.mode == "single":
+            return jax.jit(steps, donate_argnums=0, compiler_options=options)
+        if self.mode == "pmap":
+            if with_data:
+                raise ValueError("a split held on the device is for parallel='single' or 'sharded'")
+            return self._pmap(jax.pmap(steps, axis_name=AXIS_NAME, in_axes=(0, 0, None), donate_argnums=0))
+        in_shardings = (self.replicated, self.stacked_sharding, self.replicated) + ((self.replicated,) if with_data else ())
+        return jax.jit(steps, in_shardings=in_shardings, out_shardings=(self.replicated, self.replicated),
+                       donate_argnums=0, compiler_options=options)
+
+    def compile_indexed_eval_step(self, step: Callable) -> Callable:
+        """``step(state, batch, data) -> sums`` for a batch of indices into a split held on the device (jit modes)."""
+        options = self.compiler_options or None
+        if self.mode == "single":
+            return jax.jit(step, compiler_options=options)
+        if self.mode == "pmap":
+            raise ValueError("a split held on the device is for parallel='single' or 'sharded'")
+        return jax.jit(step, in_shardings=(self.replicated, self.data_sharding, self.replicated),
+                       out_shardings=self.replicated, compiler_options=options)
 
     def compile_eval_step(self, step: Callable) -> Callable:
         """``step(state, batch) -> metrics`` compiled for this mode."""

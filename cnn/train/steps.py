@@ -227,6 +227,42 @@ def _next_scale(dynamic_scale, finite):
     return dynamic_scale.replace(fin_steps=jnp.where(grow | ~finite, 0, dynamic_scale.fin_steps + 1), scale=scale)
 
 
+def gather(batch: Batch, data: Optional[dict]) -> Batch:
+    """A batch of example indices into the device-held split ``data`` -> the batch itself (on the device)."""
+    if data is None:
+        return batch
+    gathered = {key: jnp.take(data[key], batch["index"], axis=0) for key in ("image", "label")}
+    if "mask" in batch:
+        gathered["mask"] = batch["mask"]
+    return gathered
+
+
+def train_steps(state: TrainState, batches: Batch, rng: jax.Array, data: Optional[dict] = None, *,
+                options: StepOptions, unroll: bool = False):
+    """``k`` updates in one call: ``train_step`` scanned over the leading axis of ``batches`` (``[k, B, ...]``,
+    or example indices ``[k, B]`` into ``data``). Returns the state and every update's metrics, stacked ``[k]``.
+
+    ``unroll`` writes the ``k`` steps out one after the other instead of a loop: XLA's CPU backend runs a
+    loop body's convolutions 20x slower than the same ops outside a loop (docs/performance.md), so the
+    training loop unrolls wherever it injects the CPU kernels.
+    """
+    def step(state, batch):
+        return train_step(state, gather(batch, data), rng, options=options)
+
+    if not unroll:
+        return jax.lax.scan(step, state, batches)
+    metrics = []
+    for index in range(jax.tree.leaves(batches)[0].shape[0]):  # written out: no loop in the program
+        state, step_metrics = step(state, jax.tree.map(lambda x: x[index], batches))
+        metrics.append(step_metrics)
+    return state, jax.tree.map(lambda *values: jnp.stack(values), *metrics)
+
+
+def eval_indexed_step(state: TrainState, batch: Batch, data: dict, *, options: StepOptions) -> dict:
+    """``eval_step`` on a batch of example indices (and mask) into the device-held split ``data``."""
+    return eval_step(state, gather(batch, data), options=options)
+
+
 def eval_step(state: TrainState, batch: Batch, *, options: StepOptions):
     """Sums of loss and correct predictions over the examples whose ``batch["mask"]`` is set.
 

@@ -7,6 +7,7 @@ import math
 import re
 from typing import Any, Iterable, Optional
 
+from cnn.export import pruning
 from cnn.layers import cpu_kernels
 from cnn.train import optim
 from cnn.train.parallel import MODES
@@ -56,6 +57,8 @@ def check(config: Any) -> None:
     choice("data.normalize", data.normalize, ("dataset", "none"))
     integer("data.workers", data.workers, 0)
     integer("data.prefetch", data.prefetch, 1)
+    choice("data.on_device", data.on_device, ("auto", "on", "off"))
+    number("data.device_memory_mb", data.device_memory_mb, 0, math.inf, low_open=True)
 
     integer("training.batch_size", training.batch_size, 1)
     integer("training.eval_batch_size", training.eval_batch_size, 0)
@@ -73,9 +76,10 @@ def check(config: Any) -> None:
     integer("training.eval_every_steps", training.eval_every_steps, 0)
     integer("training.checkpoint_every_steps", training.checkpoint_every_steps, 0)
     integer("training.keep_checkpoints", training.keep_checkpoints, 1)
+    integer("training.steps_per_call", training.steps_per_call, 1)
     metrics = METRICS + (tuple(f"{m}_ema" for m in METRICS) if training.ema_decay else ())
-    if training.best_metric:
-        choice("training.best_metric", training.best_metric, metrics + ("''",))
+    if training.best_metric and training.best_metric not in metrics:
+        _fail("training.best_metric", training.best_metric, f"one of {', '.join(metrics)} (or '' for none)")
     choice("training.best_mode", training.best_mode, ("max", "min"))
     if training.per_device_batch_norm and config.parallel != "pmap":
         raise ValueError(f"training.per_device_batch_norm=True needs parallel='pmap' (got {config.parallel!r})")
@@ -105,6 +109,8 @@ def check(config: Any) -> None:
             re.compile(pattern)
         except (re.error, TypeError) as error:
             raise ValueError(f"optimizer.freeze: {pattern!r} is not a regular expression ({error})") from None
+    if opt.get("prune"):
+        pruning.parse_schedule(opt.prune)  # "optimizer.prune='...': ..." on a bad schedule
 
 
 def check_split(path: str, split: str, examples: int) -> None:

@@ -37,10 +37,10 @@ log = logging.getLogger(__name__)
 # Fields that change how a run is carried out, not what it computes: a run may resume with other values.
 RUNTIME_FIELDS = frozenset({
     "force", "distributed", "distributed_timeout_seconds", "parallel", "model.cpu_kernels",
-    "data.data_dir", "data.prepared_dir", "data.workers", "data.prefetch",
+    "data.data_dir", "data.prepared_dir", "data.workers", "data.prefetch", "data.on_device", "data.device_memory_mb",
     "training.eval_batch_size", "training.log_every_steps", "training.eval_every_steps",
     "training.checkpoint_every_steps", "training.keep_checkpoints", "training.best_metric", "training.best_mode",
-    "training.async_checkpoints", "training.progress_bar",
+    "training.async_checkpoints", "training.progress_bar", "training.steps_per_call",
 })
 LENGTH_FIELDS = frozenset({"training.steps", "training.epochs"})  # may grow between invocations
 RUN_FILES = ("config.json", "checkpoints", "metrics.jsonl", "results.json", "plots")

@@ -29,6 +29,8 @@ def base(*, model: str, dataset: str, batch_size: int, epochs: float, learning_r
     config.data.normalize = "dataset"  # "dataset": per-channel mean/std of the training split; "none": x / 255
     config.data.workers = 0  # grain worker processes
     config.data.prefetch = 2
+    config.data.on_device = "auto"  # hold the splits on the device: auto (when they fit, single/sharded) | on | off
+    config.data.device_memory_mb = 2048.0  # "auto" holds a training split of at most this many MB on the device
     config.data.options = ml_collections.ConfigDict()  # dataset options (synthetic shapes, image folder)
 
     config.training = ml_collections.ConfigDict()
@@ -50,6 +52,7 @@ def base(*, model: str, dataset: str, batch_size: int, epochs: float, learning_r
     config.training.best_mode = "max"
     config.training.async_checkpoints = True
     config.training.progress_bar = True
+    config.training.steps_per_call = 8  # optimizer steps per dispatched call (lax.scan); results do not depend on it
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = optimizer  # sgd | adam | adamw | lamb | lars
@@ -71,6 +74,7 @@ def base(*, model: str, dataset: str, batch_size: int, epochs: float, learning_r
     config.optimizer.clip_norm = 0.0  # > 0 clips the global gradient norm
     config.optimizer.accumulate_steps = 1
     config.optimizer.freeze = ()  # regexes over parameter paths, e.g. ("stem/", "stage1_")
+    config.optimizer.prune = ""  # magnitude pruning, e.g. "gradual(0.9, start=0, end=2000, every=100)" (updates)
     return config
 
 

@@ -90,7 +90,8 @@ def test_catalog_names_read_array_record_datasets_in_tfds_layout(tmp_path):
     copy = tmp_path / "prepared" / "mnist" / version
     copy.mkdir(parents=True)
     for path in ours.path.iterdir():  # files are named after the dataset: synthetic-test... -> mnist-test...
-        shutil.copy(path, copy / path.name.replace("synthetic-", "mnist-"))
+        if path.name != "array_record_sizes.json":  # our own preparer's record, which tfds does not write
+            shutil.copy(path, copy / path.name.replace("synthetic-", "mnist-"))
     info = json.loads((copy / "dataset_info.json").read_text())
     (copy / "dataset_info.json").write_text(json.dumps({**info, "name": "mnist", "version": version, "configName": ""}))
     catalog = cnn.data.source("tfds:mnist", "test")

@@ -4,6 +4,7 @@ checking what it left: one clear error line, the files of a workdir, its checkpo
 import hashlib
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,3 +55,17 @@ def assert_one_clear_line(result, *needles):
     for needle in needles:
         assert needle in last, f"{needle!r} not in {last!r}"
     return last
+
+
+def finished_run(workdir: pathlib.Path, args, env) -> pathlib.Path:
+    """Trains ``args`` in ``workdir`` through the command line and checks that it finished."""
+    result = run_cli(workdir, args, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def copy_of(workdir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    """A copy of ``workdir`` in ``tmp_path/run`` to try things on."""
+    target = tmp_path / "run"
+    shutil.copytree(workdir, target)
+    return target

@@ -55,12 +55,24 @@ def _seed_rule(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def test_output_size_rule_on_known_cases():
-    assert _seed_rule(28, 3, 1, 0) == 26  # the seed's first conv: 28 -> 26
-    assert _seed_rule(224, 11, 4, 2) == 55  # AlexNet's first conv
-    assert _seed_rule(224, 7, 2, 3) == 112  # ResNet's stem
-    assert _seed_rule(112, 3, 2, 1) == 56  # ResNet's max pool
-    assert _seed_rule(32, 5, 1, 0) == 28  # LeNet-5
+KNOWN = [  # (H_in, kernel, stride, padding, H_out) from the papers and torchvision's docs
+    (28, 3, 1, 0, 26),  # the seed's first conv: 28 -> 26
+    (224, 11, 4, 2, 55),  # AlexNet's first conv
+    (224, 7, 2, 3, 112),  # ResNet's stem
+    (112, 3, 2, 1, 56),  # ResNet's max pool
+    (32, 5, 1, 0, 28),  # LeNet-5
+]
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, expected", KNOWN)
+def test_known_output_sizes_of_the_layers(size, kernel, stride, padding, expected):
+    assert conv_output_size(size, kernel, stride, padding) == expected
+    x = jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
+    conv = ConvNormAct(1, kernel, stride, padding, norm=None, act=None, use_bias=False)
+    out = jax.eval_shape(lambda k, inputs: conv.apply({"params": {"conv": {"kernel": k}}}, inputs, train=False),
+                         jax.ShapeDtypeStruct((kernel, kernel, 1, 1), jnp.float32), x)
+    assert out.shape[1:3] == (expected, expected)
+    assert jax.eval_shape(lambda inputs: max_pool(inputs, kernel, stride, padding), x).shape[1:3] == (expected, expected)
 
 
 def _conv_height(conv, kernel_shape, x):

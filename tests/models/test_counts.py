@@ -1,14 +1,16 @@
-"""Parameter counts of the zoo (torchvision's, and He et al.'s CIFAR ResNets), computed from shapes
-alone with ``jax.eval_shape``; the registry's behaviour and the compute dtype."""
+"""Parameter counts of the zoo against the published ones: the counts on record in the registry (which
+``test_registry.py`` proves are the models' own) equal torchvision's, timm's, kuangliu's and He et al.'s;
+counts of published variants; the registry's behaviour and the compute dtype."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn.models import create, input_shape, names
+from cnn.models import create, entry, input_shape, names
+from cnn.models.efficientnet import B0_STAGES, SCALING, round_filters, round_repeats
 
-# name: (num_classes, parameters). Issue 2's table: torchvision's counts for 1000 classes unless stated.
+# name: (num_classes, parameters): torchvision's published counts for 1000 classes unless stated.
 COUNTS = {
     "simple_cnn": (10, 225_034),
     "lenet5": (10, 61_706),
@@ -35,6 +37,29 @@ COUNTS = {
     # Registered beyond the table; torchvision publishes these too.
     "resnext101_32x8d": (1000, 88_791_336),
     "wide_resnet101_2": (1000, 126_886_696),
+    "googlenet": (1000, 6_624_904),  # torchvision, no auxiliary heads
+    "inception_v3": (1000, 27_161_264),  # torchvision, with the auxiliary head
+    "densenet121": (1000, 7_978_856),
+    "densenet169": (1000, 14_149_480),
+    "densenet201": (1000, 20_013_928),
+    "mobilenet_v1": (1000, 4_231_976),
+    "mobilenet_v2": (1000, 3_504_872),
+    "mobilenet_v3_small": (1000, 2_542_856),
+    "mobilenet_v3_large": (1000, 5_483_032),
+    "efficientnet_b0": (1000, 5_288_548),
+    "efficientnet_b1": (1000, 7_794_184),
+    "efficientnet_b2": (1000, 9_109_994),
+    "efficientnet_b3": (1000, 12_233_232),
+    "convnext_tiny": (1000, 28_589_128),
+    "convnext_small": (1000, 50_223_688),
+    "squeezenet1_1": (1000, 1_235_496),
+    "vit_tiny_patch16_224": (1000, 5_717_416),  # timm
+    "vit_small_patch16_224": (1000, 22_050_664),  # timm
+    "r3d_18": (400, 33_371_472),  # torchvision video, Kinetics-400
+    # kuangliu/pytorch-cifar, 10 classes.
+    "mobilenet_v2_cifar": (10, 2_296_922),
+    "densenet121_cifar": (10, 6_956_298),
+    "vgg16_cifar": (10, 14_728_266),
 }
 
 # He et al. 2016, Table 6 (CIFAR-10): parameters in millions as printed.
@@ -51,10 +76,26 @@ def _count(tree):
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
 
 
+# Other configurations torchvision also publishes: (name, overrides, num_classes, parameters).
+VARIANTS = [
+    ("googlenet", {"aux_logits": True}, 1000, 13_004_888),
+    ("inception_v3", {"aux_logits": False}, 1000, 23_834_568),
+]
+
+
 @pytest.mark.parametrize("name", sorted(COUNTS))
-def test_parameter_count(name):
+def test_recorded_count_is_the_published_one(name):
     num_classes, expected = COUNTS[name]
-    assert _count(_shapes(name, num_classes)["params"]) == expected
+    assert entry(name).default_num_classes == num_classes
+    assert entry(name).params == expected
+
+
+@pytest.mark.parametrize("name, overrides, num_classes, expected", VARIANTS)
+def test_parameter_count_of_published_variants(name, overrides, num_classes, expected):
+    model = create(name, num_classes=num_classes, **overrides)
+    x = jax.ShapeDtypeStruct((1,) + input_shape(name), jnp.float32)
+    shapes = jax.eval_shape(lambda key, inputs: model.init(key, inputs, train=False), jax.random.key(0), x)
+    assert _count(shapes["params"]) == expected
 
 
 def _cifar_resnet_count(depth, num_classes=10):
@@ -145,3 +186,20 @@ def test_bfloat16_logits_track_float32_logits():
     scale = float(jnp.max(jnp.abs(reference)))
     np.testing.assert_allclose(np.asarray(logits, np.float32), reference, atol=0.05 * scale)
     assert not np.array_equal(np.asarray(logits, np.float32), np.asarray(reference))  # bfloat16 really ran
+
+
+def test_efficientnet_widths_and_depths_follow_compound_scaling():
+    """B3 (width 1.2, depth 1.4): stage widths ``make_divisible(c * 1.2, 8)`` and ``ceil(n * 1.4)`` blocks."""
+    width, depth, _, _ = SCALING["b3"]
+    assert [round_filters(stage[4], width) for stage in B0_STAGES] == [24, 32, 48, 96, 136, 232, 384]
+    assert [round_repeats(stage[5], depth) for stage in B0_STAGES] == [2, 3, 3, 5, 5, 6, 2]
+    assert round_filters(32, 1.1) == 32 and round_filters(320, 1.1) == 352  # B2 stem and last stage
+
+
+def test_cnn1d_counts_its_layers():
+    """Embedding 100 x 16, convs 16->8->12 (kernel 3, no bias) with BatchNorm, dense 12 -> 4."""
+    model = create("cnn1d", num_classes=4, vocab_size=100, embed_dim=16, widths=(8, 12), kernel_size=3)
+    x = jax.ShapeDtypeStruct((1, 50), jnp.int32)
+    shapes = jax.eval_shape(lambda key, inputs: model.init(key, inputs, train=False), jax.random.key(0), x)
+    count = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes["params"]))
+    assert count == 100 * 16 + (3 * 16 * 8 + 2 * 8) + (3 * 8 * 12 + 2 * 12) + (12 * 4 + 4)

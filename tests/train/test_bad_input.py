@@ -1,6 +1,6 @@
 """Bad input through the real command line: one clear line, a non-zero status, nothing overwritten.
 
-DESIGN.md, "What bad input gets". Every case runs ``python -m experiments.train`` in a subprocess and checks
+The design's rule "What bad input gets" (docs/training.md lists the messages). Every case runs ``python -m experiments.train`` in a subprocess and checks
 that the last line of stderr is ``error: ...`` naming the bad value and what would be accepted, that the
 exit status is 2, and that what was in the workdir before (an earlier run's results, metrics and
 checkpoints) is byte-identical afterwards. docs/training.md lists the messages.
@@ -9,14 +9,17 @@ checkpoints) is byte-identical afterwards. docs/training.md lists the messages.
 import dataclasses
 import os
 import pathlib
-import shutil
 import socket
 import time
 from typing import Callable, Optional
 
 import pytest
 
-from cli_runs import SMOKE, assert_one_clear_line, checkpoint_steps, env_for, run_cli, snapshot  # tests/helpers
+from cli_runs import (  # tests/helpers
+    SMOKE, assert_one_clear_line, checkpoint_steps, copy_of, env_for, finished_run, run_cli, snapshot,
+)
+
+pytestmark = pytest.mark.xdist_group("bad_input")  # one worker builds the module's fixtures (pyproject: --dist loadgroup)
 
 IMAGES = "train-images-idx3-ubyte.gz"
 IMAGES_SIZE = 9912422  # the registered size of the official file (cnn/data/raw_files.py)
@@ -236,15 +239,8 @@ TRAINED_FLAGS = [f"--config={SMOKE}", "--config.training.keep_checkpoints=1", "-
 def trained(shared, tmp_path_factory):
     """A finished 6-step smoke run that kept only its last checkpoint (step 6): no earlier one to fall back on."""
     workdir = tmp_path_factory.mktemp("trained") / "run"
-    result = run_cli(workdir, TRAINED_FLAGS, env_for(shared, workdir.parent))
-    assert result.returncode == 0, result.stderr[-3000:]
+    finished_run(workdir, TRAINED_FLAGS, env_for(shared, workdir.parent))
     assert checkpoint_steps(workdir) == [6]
-    return workdir
-
-
-def copy_of(trained, tmp_path) -> pathlib.Path:
-    workdir = tmp_path / "run"
-    shutil.copytree(trained, workdir)
     return workdir
 
 

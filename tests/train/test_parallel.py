@@ -119,3 +119,71 @@ def test_steps_compile_with_the_options_given_and_none_by_default():
         state, _ = step(state, batch, jax.random.key(0))
     assert len(step._executables) == 1
     np.testing.assert_allclose(np.asarray(state), 6.0)
+
+
+def test_float16_loss_scaling_under_pmap_skips_together_and_trains_like_one_device():
+    """float16 with a dynamic loss scale under pmap: a non-finite gradient on one replica's slice makes every
+    replica skip the step and halve the scale (the finiteness is decided after the pmean); a finite step
+    gives the parameters of the same step on one device."""
+    def run(mode, poison_row=None):
+        parallel = Parallel(mode)
+        model = cnn.models.create("simple_cnn", num_classes=NUM_CLASSES, widths=(4, 8), hidden=16, dtype=jnp.float16)
+        preprocess = one_hot_preprocess(NUM_CLASSES)
+
+        def poisoned(key, images, labels):
+            x, targets = preprocess(key, images, labels)
+            if poison_row is None:
+                return x, targets
+            rows = jnp.arange(x.shape[0]) + (jax.lax.axis_index("batch") * x.shape[0] if mode == "pmap" else 0)
+            return jnp.where((rows == poison_row)[:, None, None, None], jnp.inf, x), targets
+
+        options = StepOptions(preprocess=poisoned, eval_preprocess=preprocess, axis_name=parallel.axis_name,
+                              compute_dtype=jnp.float16)
+        init = functools.partial(create_train_state, model, optax.sgd(0.1), input_shape=SHAPE, loss_scale=True)
+        state = parallel.init(init, jax.random.PRNGKey(0))
+        old = jax.device_get(state)  # before the step, which donates the state
+        step = parallel.compile_train_step(functools.partial(train_step, options=options))
+        new, metrics = step(state, parallel.put_batch(batches(1)[0]), jax.random.PRNGKey(1))
+        return old, jax.device_get(new), parallel.fetch(metrics)
+
+    old, skipped, metrics = run("pmap", poison_row=13)  # a row on the seventh of eight devices
+    assert float(metrics["skipped"]) == 1.0
+    np.testing.assert_array_equal(skipped.dynamic_scale.scale, old.dynamic_scale.scale / 2)  # every replica
+    jax.tree.map(np.testing.assert_array_equal, skipped.params, old.params)
+    _, finite_pmap, metrics = run("pmap")
+    _, finite_single, _ = run("single")
+    assert float(metrics["skipped"]) == 0.0
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b, rtol=2e-3, atol=2e-4), finite_pmap.params,
+                 finite_single.params)
+    assert finite_pmap.params["fc2"]["kernel"].dtype == jnp.float32
+
+
+def test_a_model_with_batch_norm_and_no_axis_name_is_refused_under_pmap(monkeypatch, tmp_path):
+    """Cross-replica BatchNorm is not a silent contract: a registered model that keeps batch_stats but has
+    no axis_name field would train with per-device statistics under pmap; the run refuses it."""
+    from flax import linen as nn
+
+    from cnn.layers import BatchNorm
+    from cnn.models import registry
+    from cnn.train import build
+    from experiments.configs import mnist_simple_cnn
+
+    class NoAxisName(nn.Module):
+        num_classes: int = 10
+        dtype: object = None
+
+        @nn.compact
+        def __call__(self, x, train):
+            x = BatchNorm()(nn.Conv(4, (3, 3))(x), train=train)
+            return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+
+    monkeypatch.setitem(registry._REGISTRY, "no_axis_name", registry.ModelEntry(
+        "no_axis_name", NoAxisName, (28, 28, 1), 10, 370, 1))
+    monkeypatch.setenv("CNN_PREPARED_DIR", str(tmp_path / "prepared"))
+    config = mnist_simple_cnn.get_config("smoke")
+    config.model.name = "no_axis_name"
+    config.parallel = "pmap"
+    with pytest.raises(ValueError, match="model 'no_axis_name' keeps batch_stats but has no axis_name field"):
+        build.build(config)
+    config.training.per_device_batch_norm = True  # said out loud: then it is the user's choice
+    assert build.build(config).parallel.per_device_batch_norm

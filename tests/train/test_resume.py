@@ -88,6 +88,7 @@ def check_workdir(workdir, steps):
     for field in ("test_accuracy", "test_loss", "steps", "train_seconds", "params", "model", "dataset", "parallel", "devices"):
         assert field in results
     assert results["steps"] == steps
+    assert results["test_examples"] == 40  # every test example once: 40 = 2 batches of 16 + a padded one of 8
     assert (workdir / "metrics.jsonl").read_text().count("\n") >= 3
     assert list(workdir.glob("events.out.tfevents.*"))
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())[-1] == steps

@@ -13,7 +13,11 @@ import sys
 import time
 
 import pytest
-from cli_runs import SMOKE, assert_one_clear_line, checkpoint_steps, env_for, run_cli, snapshot  # tests/helpers
+from cli_runs import (  # tests/helpers
+    SMOKE, assert_one_clear_line, checkpoint_steps, copy_of, env_for, finished_run, run_cli, snapshot,
+)
+
+pytestmark = pytest.mark.xdist_group("workdir_rules")  # one worker builds the module's fixtures (pyproject: --dist loadgroup)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MNIST = pathlib.Path(os.environ.get("CNN_DATA_DIR", "")) / "mnist" / "train-images-idx3-ubyte.gz"
@@ -28,15 +32,7 @@ def shared(tmp_path_factory):
 def finished(shared, tmp_path_factory):
     """A finished 6-step smoke run (checkpoints at 3 and 6)."""
     workdir = tmp_path_factory.mktemp("finished") / "run"
-    result = run_cli(workdir, [f"--config={SMOKE}"], env_for(shared, workdir.parent))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
-
-
-def copy_of(workdir, tmp_path) -> pathlib.Path:
-    target = tmp_path / "run"
-    shutil.copytree(workdir, target)
-    return target
+    return finished_run(workdir, [f"--config={SMOKE}"], env_for(shared, workdir.parent))
 
 
 def test_a_finished_run_is_never_trained_over_or_replaced(finished, shared, tmp_path):

@@ -1,4 +1,4 @@
-"""Zoo II building blocks on their own: ceil-mode pooling and the activations against PyTorch, the
+"""Building blocks of the mobile, Inception, DenseNet and SqueezeNet families on their own: ceil-mode pooling and the activations against PyTorch, the
 channel rounding rule, stochastic depth, and the inverted residual's shortcut rules."""
 
 
@@ -85,5 +85,11 @@ def test_inverted_residual_shortcuts(channels, features, strides, shortcut, has_
     out = block.apply(zeroed, x, train=False)
     if adds and not has_projection:
         np.testing.assert_allclose(out, x, atol=1e-6)
-    elif not adds:
+    elif adds:  # what remains is the projection: 1x1 conv, then BatchNorm in eval mode (mean 0, var 1)
+        shortcut = variables["params"]["shortcut"]
+        projected = jnp.einsum("nhwc,cd->nhwd", x, shortcut["conv"]["kernel"][0, 0]) / jnp.sqrt(1 + 1e-5)
+        expected = projected * shortcut["norm"]["scale"] + shortcut["norm"]["bias"]
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+        assert float(jnp.max(jnp.abs(out))) > 0.1
+    else:
         assert float(jnp.max(jnp.abs(out))) < 1e-6

@@ -18,7 +18,7 @@ from flax import linen as nn
 from cnn.analysis import summary
 from cnn.models import create
 
-# Published multiply-adds at 224x224, in G (the issue's figures; torchvision lists the same).
+# Published multiply-adds at 224x224, in G (the papers' figures; torchvision lists the same).
 PUBLISHED_GMACS = {
     "googlenet": 1.50,
     "densenet121": 2.83,

@@ -1,5 +1,6 @@
-"""Shared by the zoo II reference tests: random variables, the comparison, and PyTorch building
-blocks written from ``torch.nn`` primitives (torchvision is not needed).
+"""Hand-written PyTorch references for the models without a torchvision or timm twin (kuangliu's CIFAR
+models, the 1D CNN): random variables, the comparison, and building blocks written from ``torch.nn``
+primitives. Models with a twin are checked against its real class (``twin_reference.py``).
 
 Each reference names its submodules as our Flax modules name theirs, so ``load`` can copy our
 variables by walking the two trees together: conv kernels HWIO -> OIHW (a dense kernel into a 1x1

@@ -1,13 +1,21 @@
-"""One training step of every zoo II model on CPU at a tiny input: cross-entropy, ``value_and_grad``
-with respect to the parameters, ``batch_stats`` mutable, and a ``"dropout"`` rng driving dropout and
-stochastic depth. Asserts finite loss and gradients, a non-zero gradient for every parameter tensor,
-and updated BatchNorm statistics.
+"""Every model of ``cnn.models.names()``, so that adding a model (its file, its ``register`` line with its
+parameter count, a row in docs/models.md) is tested without editing this file:
 
-Variables are filled from their shapes (``jax.eval_shape``) with seeded numpy values instead of a
-jitted ``init``, and the step compiles with XLA's cheapest CPU options: the test checks that
-training works, not its speed, and XLA's CPU compile time dominates otherwise. The deeper members
-of a family whose code path a faster member already covers are marked ``slow``.
+- the parameter count on record in the registry is the model's (at its registered input and classes);
+- one training step at the smallest input it accepts (cross-entropy, ``value_and_grad`` with respect to
+  the parameters, ``batch_stats`` mutable, a ``"dropout"`` rng driving dropout and stochastic depth):
+  finite loss and gradients, a non-zero gradient for every parameter tensor, every BatchNorm's running
+  statistics updated;
+- ``num_classes=0`` returns pooled features ``[N, F]``;
+- docs/models.md has a row naming it with its parameter count.
+
+Variables are filled from their shapes (``jax.eval_shape``) with seeded numpy values instead of a jitted
+``init``, and the step compiles with XLA's cheapest CPU options: the test checks that training works,
+not its speed, and XLA's CPU compile time dominates otherwise.
 """
+
+import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -15,43 +23,31 @@ import numpy as np
 import optax
 import pytest
 
-from cnn.models import create
+from cnn.models import create, entry, names
+from compile_options import fast_compile_options  # tests/helpers
 
 # XLA CPU: no backend optimisation and the classic emitters compile 3-8x faster on these graphs.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+FAST_COMPILE = fast_compile_options()
+NUM_CLASSES = 5  # for the family tests below
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
-# name: (input shape without batch, overrides). Each is about the smallest input the model accepts.
-CASES = {
-    "googlenet": ((32, 32, 3), {}),
-    "inception_v3": ((75, 75, 3), {"aux_logits": False}),  # the auxiliary head needs 299x299: see below
-    "densenet121": ((32, 32, 3), {}),
-    "densenet169": ((32, 32, 3), {}),
-    "densenet201": ((32, 32, 3), {}),
-    "densenet121_cifar": ((32, 32, 3), {}),
-    "mobilenet_v1": ((32, 32, 3), {}),
-    "mobilenet_v2": ((32, 32, 3), {}),
-    "mobilenet_v2_cifar": ((32, 32, 3), {}),
-    "mobilenet_v3_small": ((32, 32, 3), {}),
-    "mobilenet_v3_large": ((32, 32, 3), {}),
-    "efficientnet_b0": ((32, 32, 3), {}),
-    "efficientnet_b1": ((32, 32, 3), {}),
-    "efficientnet_b2": ((32, 32, 3), {}),
-    "efficientnet_b3": ((32, 32, 3), {}),
-    "convnext_tiny": ((32, 32, 3), {}),
-    "convnext_small": ((32, 32, 3), {}),
-    "squeezenet1_1": ((32, 32, 3), {}),
-    "vit_tiny_patch16_224": ((32, 32, 3), {}),
-    "vit_small_patch16_224": ((32, 32, 3), {}),
-    "r3d_18": ((2, 16, 16, 3), {}),
-    "cnn1d": ((64, 1), {}),
-    "vgg16_cifar": ((32, 32, 3), {}),
-}
-# Built from the same blocks as a faster member (densenet121_cifar, efficientnet_b0, mobilenet_v3_small,
-# convnext_tiny, vit_tiny_patch16_224), only deeper or wider; each compiles for 15-60 s on a 2-core CPU.
-SLOW = {"densenet121", "densenet169", "densenet201", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
-        "mobilenet_v3_large", "convnext_small", "vit_small_patch16_224"}
-NUM_CLASSES = 5
 
+def tiny_shape(name):
+    """A small input the model accepts, without the batch axis: its registered size up to 32 pixels a side
+    (parameters after a flatten depend on it), else 32 or its smallest side; 2 frames of 16 x 16 for clips,
+    64 steps for sequences."""
+    model_entry = entry(name)
+    rank, channels = model_entry.spatial_rank, model_entry.input_shape[-1]
+    if rank == 1:
+        return (max(64, model_entry.min_size), channels)
+    if rank == 3:
+        return (2, 16, 16, channels)
+    side = min(model_entry.input_shape[0], max(32, model_entry.min_size))
+    return (side, side, channels)
+
+
+def parameter_count(tree):
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
 
 def _batch(model):
     """2 examples; 8 with stochastic depth, which (at rates up to 0.4) then all but never drops a block for all."""
@@ -101,8 +97,8 @@ def _train_step(model, x, labels, mutable=("batch_stats",)):
     return params, batch_stats, loss, logits, updates, grads
 
 
-def _check(params, batch_stats, loss, logits, updates, grads, batch):
-    assert logits.shape == (batch, NUM_CLASSES)
+def _check(params, batch_stats, loss, logits, updates, grads, batch, classes=None):
+    assert logits.shape == (batch, classes or NUM_CLASSES)
     assert np.isfinite(float(loss))
     assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)
     leaves = jax.tree_util.tree_leaves(grads)
@@ -116,22 +112,41 @@ def _check(params, batch_stats, loss, logits, updates, grads, batch):
         assert all(jax.tree_util.tree_leaves(changed)), "every BatchNorm must update its running statistics"
 
 
-def _inputs(name, shape, batch):
-    key = jax.random.key(7)
-    if name == "cnn1d" and CASES[name][1].get("vocab_size"):
-        return jax.random.randint(key, (batch,) + shape, 0, 50)
-    return jax.random.normal(key, (batch,) + shape)
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(CASES)]
-)
-def test_one_training_step(name):
-    shape, overrides = CASES[name]
-    model = create(name, num_classes=NUM_CLASSES, **overrides)
+@pytest.mark.parametrize("name", names())
+def test_every_model_trains_and_has_its_recorded_count(name):
+    model_entry = entry(name)
+    classes = model_entry.default_num_classes
+    model = create(name, num_classes=classes)
+    registered = model
+    if getattr(model, "aux_logits", False):  # Inception-v3's auxiliary head trains at 299x299 only: see below
+        model = model.clone(aux_logits=False)
     batch = _batch(model)
-    labels = jnp.arange(batch) % NUM_CLASSES
-    _check(*_train_step(model, _inputs(name, shape, batch), labels), batch)
+    x = jax.random.normal(jax.random.key(7), (batch,) + tiny_shape(name))
+    params, batch_stats, loss, logits, updates, grads = _train_step(model, x, jnp.arange(batch) % classes)
+    _check(params, batch_stats, loss, logits, updates, grads, batch, classes)
+    if model is not registered or "pos_embed" in params:  # counted as registered: a ViT's position embedding
+        native = jax.ShapeDtypeStruct((1,) + model_entry.input_shape, jnp.float32)  # has a row per patch
+        params = jax.eval_shape(lambda inputs: registered.init(jax.random.key(0), inputs, train=False), native)["params"]
+    assert parameter_count(params) == model_entry.params
+
+
+@pytest.mark.parametrize("name", names())
+def test_every_model_without_classes_returns_pooled_features(name):
+    model = create(name, num_classes=0)
+    x = jax.ShapeDtypeStruct((2,) + tiny_shape(name), jnp.float32)
+    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+    features = jax.eval_shape(lambda inputs: model.init_with_output(rngs, inputs, train=False)[0], x)
+    assert features.ndim == 2 and features.shape[0] == 2 and features.shape[1] > 0, features.shape
+
+
+def test_every_model_has_a_row_in_the_zoo_table():
+    rows = [line for line in DOCS.read_text().splitlines() if line.startswith("|")]
+    missing = []
+    for name in names():
+        count = f"{entry(name).params:,}"
+        if not any(re.search(rf"`{re.escape(name)}`", row) and count in row for row in rows):
+            missing.append(f"{name} ({count})")
+    assert not missing, f"docs/models.md has no table row with these models and their counts: {', '.join(missing)}"
 
 
 def test_cnn1d_trains_on_tokens():
@@ -144,8 +159,8 @@ def test_cnn1d_trains_on_tokens():
     assert set(rows) == set(np.unique(np.asarray(tokens)))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name, shape", [("inception_v3", (299, 299, 3)), ("googlenet", (64, 64, 3))])
+@pytest.mark.parametrize("name, shape", [pytest.param("inception_v3", (299, 299, 3), marks=pytest.mark.slow),
+                                         ("googlenet", (64, 64, 3))])
 def test_auxiliary_heads_train(name, shape):
     """With ``aux_logits`` the auxiliary classifiers run in training and their logits come back in
     ``intermediates``; their parameters then receive gradients."""
