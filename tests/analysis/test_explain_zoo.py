@@ -11,12 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_options import fast_compile_options  # tests/helpers
 
 import cnn.analysis
 import cnn.models
 
-# XLA CPU: no backend optimisation and the classic emitters compile several times faster; the test checks values, not speed.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 # Inputs whose last feature map still has more than one position (the map is otherwise constant: zeros).
 SMALL = {"cnn1d": (64, 1), "r3d_18": (2, 32, 32, 3), "inception_v3": (107, 107, 3), "alexnet": (64, 64, 3)}
 RUN = ["simple_cnn", "resnet20_cifar", "vit_tiny_patch16_224", "r3d_18", "cnn1d"]
@@ -68,7 +67,7 @@ def _run(name):
     model = _model(name)
     images = jax.random.uniform(jax.random.key(1), (2, *_input_shape(name)))
     variables = _variables(model, images)
-    compiled = jax.jit(lambda v, x: cnn.analysis.grad_cam(model, v, x)).lower(variables, images).compile(FAST_COMPILE)
+    compiled = jax.jit(lambda v, x: cnn.analysis.grad_cam(model, v, x)).lower(variables, images).compile(fast_compile_options())
     maps = np.asarray(compiled(variables, images))
     assert maps.shape == images.shape[:-1]
     assert np.all(np.isfinite(maps)) and maps.min() == 0.0 and maps.max() == pytest.approx(1.0)
