@@ -12,6 +12,7 @@ import cnn.models
 import cnn.robust
 from cnn.analysis.fit import fit_classifier
 
+pytestmark = pytest.mark.xdist_group("digits_model")  # one worker builds the module's fixture (pyproject: --dist loadgroup)
 EPS = 0.1
 
 
