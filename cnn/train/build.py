@@ -161,7 +161,12 @@ def build(config: Any) -> Experiment:
                              apply_fn=freezing.apply_fn(model.apply))
     seed = int(training.seed)
     state_shapes = jax.eval_shape(init, jax.random.PRNGKey(seed))  # nothing allocated or compiled yet
-    if freezing.active and all(freezing.frozen(p) for p in transfer.leaf_paths(state_shapes.params)):
+    paths = list(transfer.leaf_paths(state_shapes.params))
+    for pattern in model_config.freeze:
+        if not any(transfer.path_matcher([pattern])(p) for p in paths):
+            raise ValueError(f"model.freeze: {pattern!r} matches no parameter of {model_config.name}; its parameters are "
+                             f"named like {', '.join(paths[:3])}, ..., {paths[-1]}")
+    if freezing.active and all(freezing.frozen(p) for p in paths):
         raise ValueError(f"model.freeze={tuple(model_config.freeze)!r} (linear_probe={model_config.linear_probe}) "
                          f"freezes every parameter of {model_config.name}; nothing would train")
     if state_shapes.batch_stats and parallel.model_axis_name and "axis_name" not in model_fields(model):

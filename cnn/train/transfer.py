@@ -214,9 +214,15 @@ def load_initial(config: Any, model: nn.Module, input_shape: Sequence[int], head
     adapted: Mapping[str, str] = {}
     if kind == "weights":
         size = tuple(input_shape[-3:-1]) if len(input_shape) >= 3 else None
-        loaded = cnn.models.load_torch_weights(config.model.name, path, num_classes=int(model.num_classes),
-                                               in_channels=int(input_shape[-1]), image_size=size,
-                                               **dict(config.model.overrides))
+        try:
+            loaded = cnn.models.load_torch_weights(config.model.name, path, num_classes=int(model.num_classes),
+                                                   in_channels=int(input_shape[-1]), image_size=size,
+                                                   **dict(config.model.overrides))
+        except ValueError as error:  # the loader's problems, one a line, in one line
+            lines = [line.strip() for line in str(error).splitlines()]
+            problems = lines[1:] or lines
+            raise ValueError(f"model.init_from={path!r} does not fit {config.model.name} ({len(problems)} problem(s)): "
+                             + "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")) from None
         variables, report = _numpy(loaded.variables), loaded.report
         reinitialised.update(report.reinitialised)
         adapted = report.adapted
@@ -243,24 +249,52 @@ def load_initial(config: Any, model: nn.Module, input_shape: Sequence[int], head
                                        f"{model.num_classes}")
             else:
                 problems.append(f"{name} has shape {tuple(np.shape(found[name]))} there, {tuple(shape)} here")
-    problems += [f"{name} {tuple(np.shape(found[name]))} has no place in the model" for name in found if name not in expected]
+    modules = {name.split("/")[1] for name in expected}
+    skipped = {}
+    for name in found:
+        if name in expected:
+            continue
+        if getattr(model, "aux_logits", True) is False and name.split("/")[1] not in modules:
+            skipped[name] = "an auxiliary head: the model is built without them (aux_logits=False)"
+        else:
+            problems.append(f"{name} {tuple(np.shape(found[name]))} has no place in the model")
     if problems:
         raise ValueError(f"model.init_from={path!r} does not fit {config.model.name} ({len(problems)} problem(s)): "
                          + "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else ""))
+    reinitialised = {name: why for name, why in reinitialised.items() if name in expected}
     if config.model.reinit_head:
         for name in sorted(head_variables):
             reinitialised.setdefault(name, "model.reinit_head")
     loaded_count = sum(1 for name in found if name in expected and name not in reinitialised)
     parts = [f"{loaded_count} tensors loaded"]
     parts.append(f"{len(adapted)} adapted" + (f" ({'; '.join(f'{k}: {v}' for k, v in adapted.items())})" if adapted else ""))
-    reasons: Dict[str, list] = {}
-    for name, why in reinitialised.items():
-        reasons.setdefault(why, []).append(name)
-    parts.append(f"{len(reinitialised)} re-initialised" + (
-        " (" + "; ".join(f"{', '.join(names)}: {why}" for why, names in reasons.items()) + ")" if reinitialised else ""))
+    parts.append(f"{len(reinitialised)} re-initialised" + _grouped(reinitialised))
+    if skipped:
+        parts.append(f"{len(skipped)} skipped" + _grouped(skipped))
     summary = f"model.init_from={path!r}: " + ", ".join(parts)
-    record.update(reinitialised=dict(reinitialised), adapted=dict(adapted))
-    return Initial({k: v for k, v in variables.items() if k in ("params", "batch_stats")}, reinitialised, summary, record)
+    record.update(reinitialised=dict(reinitialised), adapted=dict(adapted), skipped_variables=skipped)
+    kept = {name: value for name, value in found.items() if name not in skipped}
+    return Initial(_nested(kept), reinitialised, summary, record)
+
+
+def _grouped(reasons: Mapping[str, str]) -> str:
+    """`` (a, b: why; c: why2)``: names grouped by their reason, or nothing."""
+    groups: Dict[str, list] = {}
+    for name, why in reasons.items():
+        groups.setdefault(why, []).append(name)
+    return " (" + "; ".join(f"{', '.join(names)}: {why}" for why, names in groups.items()) + ")" if groups else ""
+
+
+def _nested(flat: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{"params/a/b": x}`` -> ``{"params": {"a": {"b": x}}}``."""
+    tree: Dict[str, Any] = {}
+    for name, value in flat.items():
+        node = tree
+        *parents, leaf = name.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
 
 
 def start_state(state: Any, initial: Initial) -> Any:

@@ -165,7 +165,8 @@ def test_a_weights_file_that_does_not_fit_is_refused_before_anything_is_written(
     config.model.overrides = {}
     config.data.options.image_shape = (32, 32, 3)
     config.model.init_from = str(weights)
-    with pytest.raises(ValueError, match="missing key 'bn1.weight'"):
+    with pytest.raises(ValueError, match=r"^model.init_from='.*resnet18.safetensors' does not fit resnet18 \(99 "
+                                         r"problem\(s\)\): missing key '.*', expected shape .*; and 93 more$"):
         train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run" / "config.json").exists()
 
@@ -215,3 +216,32 @@ def test_freezing_everything_is_refused():
     with pytest.raises(ValueError, match=r"^model.freeze=\('.',\) \(linear_probe=False\) freezes every parameter of "
                                          r"resnet20_cifar; nothing would train$"):
         build.build(config)
+
+
+def test_a_freeze_pattern_that_matches_nothing_is_refused():
+    config = small_run_config()
+    config.model.freeze = ("^stem/", "^layer1\\.")
+    with pytest.raises(ValueError, match=r"^model.freeze: '\^layer1\\\\.' matches no parameter of resnet20_cifar; its "
+                                         r"parameters are named like head/fc/bias, head/fc/kernel, "):
+        build.build(config)
+
+
+def test_a_checkpoints_auxiliary_heads_are_skipped_for_a_model_without_them(tmp_path):
+    """torchvision's GoogLeNet files hold the auxiliary heads; our googlenet is built without them by default."""
+    import jax
+
+    import cnn.models
+
+    with_aux = cnn.models.create("googlenet", num_classes=1000, aux_logits=True)
+    shapes = transfer._variable_shapes(with_aux, (64, 64, 3))
+    variables = jax.tree.map(lambda s: np.full(s.shape, 0.5, np.float32), shapes)
+    cnn.models.save_torch_weights("googlenet", variables, tmp_path / "googlenet.safetensors", aux_logits=True)
+    config = common.base(model="googlenet", dataset="synthetic", batch_size=2, epochs=1, learning_rate=0.1)
+    config.model.init_from = str(tmp_path / "googlenet.safetensors")
+    model = cnn.models.create("googlenet", num_classes=10)
+    initial = transfer.load_initial(config, model, (64, 64, 3), transfer.head_paths(model, (64, 64, 3)))
+    skipped = initial.record["skipped_variables"]
+    assert skipped and all(name.split("/")[1] in ("aux1", "aux2") for name in skipped)
+    assert initial.summary.endswith(f"{len(skipped)} skipped ({', '.join(skipped)}: an auxiliary head: the model is built "
+                                    f"without them (aux_logits=False))")
+    assert sorted(initial.reinitialised) == ["params/head/fc/bias", "params/head/fc/kernel"]
