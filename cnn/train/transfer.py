@@ -226,7 +226,8 @@ def load_initial(config: Any, model: nn.Module, input_shape: Sequence[int], head
         variables, report = _numpy(loaded.variables), loaded.report
         reinitialised.update(report.reinitialised)
         adapted = report.adapted
-        record = {"kind": "weights", **file_record(path), "loaded": len(report.loaded), "skipped": dict(report.skipped)}
+        record = {"kind": "weights", **file_record(path), "loaded": len(report.loaded),
+                  "skipped_keys": dict(report.skipped)}
     else:
         from cnn.analysis import runs
 

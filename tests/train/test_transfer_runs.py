@@ -245,3 +245,23 @@ def test_a_checkpoints_auxiliary_heads_are_skipped_for_a_model_without_them(tmp_
     assert initial.summary.endswith(f"{len(skipped)} skipped ({', '.join(skipped)}: an auxiliary head: the model is built "
                                     f"without them (aux_logits=False))")
     assert sorted(initial.reinitialised) == ["params/head/fc/bias", "params/head/fc/kernel"]
+
+
+def test_grey_images_from_rgb_weights(tmp_path):
+    """A 1-channel dataset from an RGB checkpoint: the first conv summed over its input channels (timm's rule)."""
+    import jax
+
+    import cnn.models
+
+    rgb = cnn.models.create("resnet18", num_classes=1000)
+    shapes = transfer._variable_shapes(rgb, (32, 32, 3))
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
+    cnn.models.save_torch_weights("resnet18", variables, tmp_path / "resnet18.safetensors")
+    config = common.base(model="resnet18", dataset="mnist", batch_size=2, epochs=1, learning_rate=0.1)
+    config.model.init_from = str(tmp_path / "resnet18.safetensors")
+    grey = cnn.models.create("resnet18", num_classes=10)
+    initial = transfer.load_initial(config, grey, (32, 32, 1), transfer.head_paths(grey, (32, 32, 1)))
+    assert "1 adapted (conv1.weight: 3 -> 1 input channels (summed))" in initial.summary
+    kernel = initial.variables["params"]["stem"]["conv"]["kernel"]
+    np.testing.assert_allclose(kernel, variables["params"]["stem"]["conv"]["kernel"].sum(axis=2, keepdims=True), rtol=1e-6)

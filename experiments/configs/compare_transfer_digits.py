@@ -6,18 +6,18 @@ First the pretrained network (LeNet-5 on MNIST, 3 epochs; inputs x / 255 as here
 
 CNN_DATA_DIR=../shared/datasets python -m experiments.train --config experiments/configs/mnist_lenet5.py \
     --workdir runs/mnist_lenet5_pretrain --config.training.epochs=3 --config.data.normalize=none
-python -m experiments.compare --config experiments/configs/transfer_digits.py --workdir runs/transfer_digits \
+python -m experiments.compare --config experiments/configs/compare_transfer_digits.py --workdir runs/transfer_digits \
     --config.base.model.init_from=runs/mnist_lenet5_pretrain
 
 Smoke (seconds; synthetic 28x28 digits, 2 seeds; the pretrained run of mnist_lenet5.py:smoke):
---config experiments/configs/transfer_digits.py:smoke --config.base.model.init_from=DIR
+--config experiments/configs/compare_transfer_digits.py:smoke --config.base.model.init_from=DIR
 """
 
 import ml_collections
 
 from experiments.configs import common
 
-PER_CLASS = ((10, "10-per-class"), (50, "50-per-class"), (0, "all-labels"))  # uci_digits train: 1,201, 118-123 a class
+PER_CLASS = ((10, "10-per-class"), (50, "50-per-class"), (0, "all-labels"))  # uci_digits train: 1,201, 116 to 122 a class
 MODES = (
     ("scratch", {"model.init_from": "", "model.reinit_head": False}),
     ("linear_probe", {"model.linear_probe": True}),
