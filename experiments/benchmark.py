@@ -34,11 +34,13 @@ OPTIMIZERS = {"adam": 1e-3, "sgd": 0.1}  # default learning rates; "auto": Adam 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="simple_cnn", help="comma-separated registry names")
+    parser.add_argument("--models", default="simple_cnn",
+                        help="comma-separated registry names, or 'all' (every model with a PyTorch reference)")
     parser.add_argument("--batch-sizes", default="128", help="comma-separated global batch sizes")
     parser.add_argument("--parallel", default="single", help="comma-separated modes: single, pmap, sharded")
     parser.add_argument("--image-size", type=int, default=0,
-                        help="height and width of the inputs (0: each model's usual input, cnn.models.input_shape)")
+                        help="height and width of the inputs of models registered larger (0: each model's usual "
+                             "input, cnn.models.input_shape); never below a model's smallest input")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
     parser.add_argument("--optimizer", default="auto", choices=("auto", "adam", "sgd"))
     parser.add_argument("--learning-rate", type=float, default=None)
@@ -136,7 +138,7 @@ def optimizer_for(args, model_name):
 class Ours:
     """The library's train step for one (model, batch, mode): compiled ahead of time, then run in windows."""
 
-    def __init__(self, args, name, batch_size, mode, host_batch, num_classes):
+    def __init__(self, args, name, batch_size, mode, host_batch, num_classes, overrides):
         import dataclasses
         import functools
 
@@ -156,7 +158,7 @@ class Ours:
         parallel = Parallel(mode, compiler_options=cpu_kernels.compiler_options() if kernels else {})
         parallel.check_batch(batch_size)
         dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
-        model = cnn.models.create(name, num_classes=num_classes, dtype=dtype)
+        model = cnn.models.create(name, num_classes=num_classes, dtype=dtype, **overrides)
         if parallel.model_axis_name and "axis_name" in {f.name for f in dataclasses.fields(model)}:
             model = model.clone(axis_name=parallel.model_axis_name)
         if kernels:
@@ -201,13 +203,17 @@ def benchmark_one(args, name, batch_size, mode) -> dict:
     shape, num_classes = entry.input_shape, entry.default_num_classes
     if args.image_size:  # height and width ([T, H, W, C] keeps T; a 1D [L, C] input gets length L)
         spatial = shape[:-1]
-        shape = (*spatial[:-2], *(args.image_size,) * min(2, len(spatial)), shape[-1])
+        # Smaller than registered, never below the model's smallest input (a 28x28 model stays 28x28).
+        side = min(spatial[-1], max(args.image_size, entry.min_size))
+        shape = (*spatial[:-2], *(side,) * min(2, len(spatial)), shape[-1])
+    # Auxiliary heads off on both sides (torchvision's are on in training; ours add no loss here).
+    overrides = {"aux_logits": False} if "aux_logits" in cnn.models.create(name, num_classes=1).__dataclass_fields__ else {}
     host_batch = synthetic_batch(batch_size, shape, num_classes, args.seed)
     record = {"model": name, "batch_size": batch_size, "parallel": mode, "dtype": args.dtype,
               "optimizer": "%s(lr=%g)" % optimizer_for(args, name)}
 
     def build_ours():
-        ours = Ours(args, name, batch_size, mode, host_batch, num_classes)
+        ours = Ours(args, name, batch_size, mode, host_batch, num_classes, overrides)
         ours.run(max(args.warmup_steps, 1))
         return ours
 
@@ -223,7 +229,7 @@ def benchmark_one(args, name, batch_size, mode) -> dict:
 
             reference = TrainingRunner(name, host_batch, num_classes, *optimizer_for(args, name),
                                        threads=args.threads, seed=args.seed,
-                                       bfloat16=args.dtype == "bfloat16")
+                                       bfloat16=args.dtype == "bfloat16", overrides=overrides)
             reference.run(max(args.warmup_steps, 1))
             return reference
 
@@ -331,12 +337,16 @@ def main(argv=None) -> int:
         for mode in args.parallel:
             if mode not in MODES:
                 raise ValueError(f"--parallel={mode!r}; expected one of {', '.join(MODES)}")
+        if args.models == ["all"]:
+            from experiments import torch_reference
+
+            args.models = [n for n in cnn.models.names() if n in torch_reference.names()]
         for name in args.models:
             cnn.models.entry(name)  # unknown names fail before any work
             if args.reference == "torch":
                 from experiments import torch_reference  # PyTorch must be importable
 
-                if name not in torch_reference.REFERENCES:
+                if name not in torch_reference.names():
                     raise ValueError(f"no PyTorch reference for model {name!r}; references exist for: "
                                      f"{', '.join(torch_reference.names())}")
         info = machine(args)

@@ -1,8 +1,6 @@
-"""The zoo's networks rebuilt from ``torch.nn`` primitives, as PyTorch baselines for the benchmark.
-
-Each builder returns the same architecture as ``cnn.models.create(name)`` (layers, widths, strides,
-parameter count; ``benchmark.py`` checks the count), in PyTorch's NCHW layout. torchvision is not
-needed. Adding a family is a builder function and one ``REFERENCES`` entry per name::
+"""PyTorch baselines for the benchmarks: the zoo's real torchvision and timm twins where they exist
+(``cnn.models.torch_twins``), and networks rebuilt here from ``torch.nn`` primitives for the models that
+have none (the seed's network, LeNet-5, the CIFAR ResNets), in PyTorch's NCHW layout::
 
     model = build("resnet18_cifar", num_classes=10)   # torch.nn.Module
     optimizer = make_optimizer(model, "sgd")
@@ -12,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -243,12 +241,43 @@ REFERENCES["mobilenet_v2"] = mobilenet_v2
 REFERENCES["convnext_tiny"] = convnext_tiny
 
 
+def import_twin_libraries():
+    """torchvision and timm, imported beside the CPU build of torch (whose fake-op registration they cannot
+    use: it is replaced by a no-op first)."""
+    torch.library.register_fake = lambda *args, **kwargs: (lambda fn: fn)
+    import timm
+    import torchvision
+
+    return torchvision, timm
+
+
+def _twins() -> dict:
+    from cnn.models.torch_twins import TWINS
+
+    return TWINS
+
+
 def names():
-    return sorted(REFERENCES)
+    return sorted(set(REFERENCES) | set(_twins()))
 
 
-def build(name: str, *, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """The PyTorch twin of ``cnn.models.create(name, num_classes=...)``."""
+def build(name: str, *, num_classes: int, in_channels: int = 3, image_size: Optional[int] = None,
+          **overrides) -> nn.Module:
+    """The PyTorch twin of ``cnn.models.create(name, num_classes=..., **overrides)``: the real torchvision or
+    timm class where the zoo model has one, else the network rebuilt here. ``image_size`` sizes a ViT's
+    position embedding."""
+    twins = _twins()
+    if name in twins:
+        twin = twins[name]
+        torchvision, timm = import_twin_libraries()
+        kwargs = {**twin.kwargs, **overrides, "num_classes": num_classes}
+        if twin.library == "timm":
+            if twin.name.startswith("vit") and image_size:
+                kwargs["img_size"] = image_size
+            return timm.create_model(twin.name, in_chans=in_channels, **kwargs)
+        if in_channels != 3:
+            raise ValueError(f"torchvision's {twin.name} takes 3 input channels, not {in_channels}")
+        return torchvision.models.get_model(twin.name, **kwargs)
     if name not in REFERENCES:
         raise ValueError(f"no PyTorch reference for model {name!r}; references exist for: {', '.join(names())}")
     return REFERENCES[name](num_classes=num_classes, in_channels=in_channels)
@@ -276,14 +305,15 @@ class TrainingRunner:
     """
 
     def __init__(self, name: str, host_batch: dict, num_classes: int, optimizer: str, learning_rate: float, *,
-                 threads: int = 0, seed: int = 0, bfloat16: bool = False):
+                 threads: int = 0, seed: int = 0, bfloat16: bool = False, overrides: Optional[dict] = None):
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         cuda = self.device.type == "cuda"
         self.memory_format = torch.channels_last if cuda else torch.contiguous_format
-        model = build(name, num_classes=num_classes, in_channels=host_batch["image"].shape[-1])
+        model = build(name, num_classes=num_classes, in_channels=host_batch["image"].shape[-1],
+                      image_size=host_batch["image"].shape[-2], **(overrides or {}))
         self.params = parameter_count(model)
         self.model = model.to(self.device, memory_format=self.memory_format).train()
         self.optimizer = make_optimizer(self.model, optimizer, learning_rate)
@@ -295,10 +325,15 @@ class TrainingRunner:
             torch.cuda.reset_peak_memory_stats()
 
     def step(self) -> torch.Tensor:
-        x = self.images.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=self.memory_format)
+        x = self.images.float().div_(255.0)
+        x = x.movedim(-1, 1)  # channels first: NCHW, or NCTHW for clips
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
             logits = self.model(x)
+        if isinstance(logits, tuple):  # auxiliary heads in training: the main logits first
+            logits = logits[0]
         loss = F.cross_entropy(logits.float(), self.labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -20,6 +20,7 @@ Batches are numpy: {"image": uint8 [B, H, W, C], "label": int32 [B]} (+ "mask": 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from typing import Any, Optional
 
@@ -61,6 +62,11 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+@functools.lru_cache(maxsize=2)
+def _numpy_order(num_examples: int, epoch_seed: int) -> np.ndarray:
+    return np.random.default_rng(epoch_seed).permutation(num_examples)
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchPlan:
     """Which source indices make up this process's part of each global batch."""
@@ -74,14 +80,16 @@ class BatchPlan:
 
     def indices(self, step: int) -> np.ndarray:
         """int64 [<= per_process_batch]: source indices of this process's examples at global ``step``."""
-        from grain.experimental import index_shuffle
-
         epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
         start = (step_in_epoch * self.process_count + self.process_index) * self.per_process_batch
         positions = range(start, min(start + self.per_process_batch, self.num_examples))
         if self.seed is None:
             return np.asarray(positions, dtype=np.int64)
         epoch_seed = _epoch_seed(self.seed, epoch)
+        try:
+            from grain.experimental import index_shuffle
+        except ImportError:  # JAX alone (no grain): a numpy permutation of the epoch, another order than grain's
+            return _numpy_order(self.num_examples, epoch_seed)[start:start + len(positions)]
         last = self.num_examples - 1
         return np.asarray([index_shuffle(p, max_index=last, seed=epoch_seed, rounds=4) for p in positions], dtype=np.int64)
 

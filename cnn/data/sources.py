@@ -256,7 +256,17 @@ def source(
       label_key: which label feature to serve as "label" (e.g. ``"coarse_label"`` for cifar100).
       **options: dataset options (image_folder: folder, image_size, channels; synthetic: image_shape,
         num_classes, num_train, num_test, seed).
+
+    Without tensorflow-datasets installed, the IDX datasets and ``synthetic`` are read straight into memory
+    (``cnn.data.without_tfds``) and the others are a DataError saying so.
     """
+    try:
+        import tensorflow_datasets  # noqa: F401
+    except ImportError:  # a machine with JAX alone: the datasets we can read ourselves, in memory
+        from cnn.data import without_tfds
+
+        catalog.entry(name)
+        return without_tfds.source(name, split, data_dir=data_dir, **options)
     prepared_root = resolve_prepared_dir(prepared_dir)
     if name.startswith(catalog.TFDS_PREFIX):
         if options:

@@ -24,5 +24,5 @@ def test_benchmark_writes_a_record_per_configuration_against_torch(tmp_path, cap
 
 
 def test_benchmark_refuses_a_model_without_a_torch_twin_before_any_work(capsys):
-    assert benchmark.main(["--models", "squeezenet1_1", "--reference", "torch"]) == 2
-    assert "no PyTorch reference for model 'squeezenet1_1'" in capsys.readouterr().err
+    assert benchmark.main(["--models", "preact_resnet18", "--reference", "torch"]) == 2
+    assert "no PyTorch reference for model 'preact_resnet18'" in capsys.readouterr().err

@@ -1,8 +1,8 @@
 """Runs a smoke config and SIGKILLs itself at a chosen point (for test_crash_safety.py).
 
-python tests/train/crash_run.py WORKDIR POINT STEPS    with POINT one of
+python tests/train/crash_run.py WORKDIR POINT STEPS [ON_DEVICE]    with POINT one of
   none        no kill
-  in_step     right after dispatching the 6th train step (the step is running)
+  in_step     right after dispatching the call that holds the 6th train step (it is running)
   checkpoint  inside orbax's commit of the checkpoint at step 6 (its files written, not yet committed)
   epoch       after the last step of the first epoch, before the first batch of the second is read
 """
@@ -19,7 +19,7 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def main(workdir: str, point: str, steps: int) -> None:
+def main(workdir: str, point: str, steps: int, on_device: str = "auto") -> None:
     from cnn.train import loop, parallel
 
     config = importlib.import_module("experiments.configs.cifar10_resnet20").get_config("smoke")
@@ -27,24 +27,25 @@ def main(workdir: str, point: str, steps: int) -> None:
     config.training.checkpoint_every_steps = 3
     config.training.eval_every_steps = 8
     config.training.async_checkpoints = True
+    config.data.on_device = on_device
     steps_per_epoch = config.data.options.num_train // config.training.batch_size
 
     if point == "in_step":
-        compile_train_step = parallel.Parallel.compile_train_step
+        compile_train_steps = parallel.Parallel.compile_train_steps
 
-        def compile_and_count(self, step):
-            compiled, calls = compile_train_step(self, step), []
+        def compile_and_count(self, steps, **kwargs):
+            compiled, done = compile_train_steps(self, steps, **kwargs), []
 
-            def run(*args):
-                out = compiled(*args)
-                calls.append(1)
-                if len(calls) == KILL_AT_STEP:
-                    die()  # the step was dispatched and is computing
+            def run(state, batches, *args):
+                out = compiled(state, batches, *args)
+                done.append(len(next(iter(batches.values()))))  # steps in this call
+                if sum(done) >= KILL_AT_STEP:
+                    die()  # the call was dispatched and is computing
                 return out
 
             return run
 
-        parallel.Parallel.compile_train_step = compile_and_count
+        parallel.Parallel.compile_train_steps = compile_and_count
     elif point == "checkpoint":
         from orbax.checkpoint._src.path import atomicity
 
@@ -57,31 +58,21 @@ def main(workdir: str, point: str, steps: int) -> None:
 
         atomicity.AtomicRenameTemporaryPath.finalize = finalize_or_die
     elif point == "epoch":
-        import cnn.data
+        from cnn.train import feed
 
-        make_iterator = cnn.data.train_iterator
-
-        class Watched:
-            def __init__(self, inner):
-                self.inner, self.reads = inner, 0
-
-            def __next__(self):
-                if self.reads == steps_per_epoch:
+        for kind in (feed.GrainFeed, feed.DeviceFeed):  # whichever the run uses (data.on_device)
+            def watched(self, k, _next=kind.next):
+                self.delivered = getattr(self, "delivered", 0)
+                if self.delivered == steps_per_epoch:
                     die()
-                self.reads += 1
-                return next(self.inner)
+                self.delivered += k
+                return _next(self, k)
 
-            def get_state(self):
-                return self.inner.get_state()
-
-            def set_state(self, state):
-                return self.inner.set_state(state)
-
-        cnn.data.train_iterator = lambda *a, **k: Watched(make_iterator(*a, **k))
+            kind.next = watched
     elif point != "none":
         raise SystemExit(f"unknown point {point!r}")
     loop.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:])

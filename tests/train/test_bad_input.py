@@ -19,6 +19,8 @@ from cli_runs import (  # tests/helpers
     SMOKE, assert_one_clear_line, checkpoint_steps, copy_of, env_for, finished_run, run_cli, snapshot,
 )
 
+pytestmark = pytest.mark.xdist_group("bad_input")  # one worker builds the module's fixtures (pyproject: --dist loadgroup)
+
 IMAGES = "train-images-idx3-ubyte.gz"
 IMAGES_SIZE = 9912422  # the registered size of the official file (cnn/data/raw_files.py)
 SENTINELS = {"results.json": '{"test_accuracy": 0.99, "note": "an earlier run"}\n', "metrics.jsonl": '{"step": 1, "train_loss": 2.3}\n'}

@@ -17,7 +17,7 @@ from cnn.train.loop import train_and_evaluate
 from experiments.configs import mnist_lenet5
 
 DATA = pathlib.Path(os.environ.get("CNN_DATA_DIR", "")) / "mnist" / "train-images-idx3-ubyte.gz"
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason="needs the real MNIST files (CNN_DATA_DIR)")
+pytestmark = [pytest.mark.xdist_group("ema"), pytest.mark.skipif(not DATA.exists(), reason="needs the real MNIST files (CNN_DATA_DIR)")]
 
 
 @pytest.fixture(scope="module")

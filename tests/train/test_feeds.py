@@ -12,6 +12,8 @@ from cnn.analysis.runs import read_checkpoint
 from cnn.train.loop import train_and_evaluate
 from experiments.configs import mnist_simple_cnn
 
+pytestmark = pytest.mark.xdist_group("feeds")  # one worker builds the module's fixtures (pyproject: --dist loadgroup)
+
 STEPS = 11  # not a multiple of the call sizes below; 8 steps per epoch of the 64 smoke examples
 
 

@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.xdist_group("multiprocess")  # one worker builds the module's fixtures (pyproject: --dist loadgroup)
+
 COMPILE_CACHE = {  # the session's XLA compile cache (tests/conftest.py), shared with subprocesses
     "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), f"cnn-tests-xla-cache-{os.getuid()}"),
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",

@@ -17,6 +17,8 @@ from cli_runs import (  # tests/helpers
     SMOKE, assert_one_clear_line, checkpoint_steps, copy_of, env_for, finished_run, run_cli, snapshot,
 )
 
+pytestmark = pytest.mark.xdist_group("workdir_rules")  # one worker builds the module's fixtures (pyproject: --dist loadgroup)
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MNIST = pathlib.Path(os.environ.get("CNN_DATA_DIR", "")) / "mnist" / "train-images-idx3-ubyte.gz"
 
