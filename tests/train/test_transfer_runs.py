@@ -155,6 +155,37 @@ def test_a_few_labels_per_class(tmp_path):
         build.build(config)
 
 
+def test_both_feeds_read_the_same_few_labels_per_class():
+    """The grain feed and the split held on the device serve the same examples of the subset, step by step:
+    30 of the 64 (3 a class), 3 steps of 8 an epoch, no example twice in an epoch, none outside the subset."""
+    import dataclasses
+
+    from cnn.data import in_memory
+    from cnn.train.feed import DeviceFeed, GrainFeed, make_feed
+
+    config = small_run_config()
+    config.data.train_per_class = 3
+    config.data.workers = 0
+    experiment = build.build(config)
+    subset = experiment.train_source
+    whole = in_memory(subset.source)
+    kept = in_memory(subset)
+    assert len(kept) == 30 and np.bincount(kept.labels, minlength=10).tolist() == [3] * 10
+    np.testing.assert_array_equal(kept.images, whole.images[subset.indices])
+
+    device = make_feed(dataclasses.replace(experiment, on_device=True))
+    grain = make_feed(dataclasses.replace(experiment, on_device=False))
+    assert isinstance(device, DeviceFeed) and isinstance(grain, GrainFeed)
+    indices = device.next(6)["index"]  # two epochs
+    batches = grain.next(6)
+    held = {key: np.asarray(value) for key, value in device.data.items()}
+    np.testing.assert_array_equal(held["image"], kept.images)
+    np.testing.assert_array_equal(batches["image"], held["image"][indices])
+    np.testing.assert_array_equal(batches["label"], held["label"][indices])
+    for epoch in indices.reshape(2, -1):
+        assert len(set(epoch.tolist())) == 24  # 3 batches of 8 distinct examples of the 30
+
+
 def test_a_weights_file_that_does_not_fit_is_refused_before_anything_is_written(tmp_path):
     import safetensors.numpy
 
