@@ -9,6 +9,8 @@ CNN_DATA_DIR=../shared/datasets python -m experiments.train --config experiments
 python -m experiments.compare --config experiments/configs/compare_transfer_digits.py --workdir runs/transfer_digits \
     --config.base.model.init_from=runs/mnist_lenet5_pretrain
 
+The table, the commands as run (workdirs under /tmp), wall time and load: docs/transfer.md.
+
 Smoke (seconds; synthetic 28x28 digits, 2 seeds; the pretrained run of mnist_lenet5.py:smoke):
 --config experiments/configs/compare_transfer_digits.py:smoke --config.base.model.init_from=DIR
 """
