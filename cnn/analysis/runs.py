@@ -107,6 +107,7 @@ class LoadedRun:
     test_source: Any
     preprocess: Any  # (images uint8 [N, H, W, C]) -> model inputs float32
     class_names: List[str]
+    normalize: Any = None  # (pixels float [N, H, W, C] in 0..255) -> model inputs: jnp, differentiable (attacks, saliency)
 
     def batches(self, batch_size: int = 500, limit: Optional[int] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         """``(images uint8 [B, H, W, C], labels [B])`` over the test split in order."""
@@ -159,7 +160,8 @@ def load_run(workdir: Any, step: Optional[int] = None, *, config: Any = None) ->
         return np.asarray(transform(None, jnp.asarray(images), labels)[0])
 
     names = list(getattr(test_source, "class_names", None) or [str(i) for i in range(test_source.num_classes)])
-    return LoadedRun(model, variables, step, test_source, preprocess, names)
+    normalize_pixels = lambda pixels: transform(None, pixels, jnp.zeros(pixels.shape[:1], jnp.int32))[0]
+    return LoadedRun(model, variables, step, test_source, preprocess, names, normalize_pixels)
 
 
 def confusion_matrix(run: LoadedRun, batch_size: int = 500, limit: Optional[int] = None) -> np.ndarray:

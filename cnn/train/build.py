@@ -15,6 +15,7 @@ from flax import linen as nn
 import cnn.models
 from cnn.data.chain import preprocessing
 from cnn.layers import cpu_kernels
+from cnn.robust import parse_attack
 from cnn.train import feed, optim, transfer, validate
 from cnn.train.parallel import Parallel
 from cnn.train.state import TrainState, create_train_state
@@ -108,6 +109,13 @@ def open_sources(config: Any):
     return train, test
 
 
+def pixel_normalisation(mean, std) -> dict:
+    """The preprocessing's normalisation in [0, 1] pixel units: ``inputs = (pixels - mean) / std``."""
+    if mean is None:  # pixels / 255
+        return {"pixel_mean": 0.0, "pixel_std": 1.0}
+    return {"pixel_mean": tuple(float(m) / 255.0 for m in mean), "pixel_std": tuple(float(s) / 255.0 for s in std)}
+
+
 def build(config: Any) -> Experiment:
     """Builds the run of ``config`` (already checked by ``validate.check``); raises ValueError for what only
     the data or the model can tell (a batch the devices cannot split, an input too small for the model)."""
@@ -155,6 +163,8 @@ def build(config: Any) -> Experiment:
         accumulate_steps=accumulate,
         axis_name=parallel.axis_name,
         compute_dtype=DTYPES[training.dtype],
+        adversarial=parse_attack(training.adversarial),
+        **pixel_normalisation(mean, std),
     )
     init = functools.partial(create_train_state, model, tx, input_shape=train_source.image_shape,
                              ema=bool(training.ema_decay), loss_scale=training.dtype == "float16",

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cnn.robust.attacks import example_keys
 from cnn.train.state import TrainState
 
 Batch = dict
@@ -72,6 +73,10 @@ class StepOptions:
       accumulate_steps: micro-batches per update (the batch's rows split ``k`` ways).
       axis_name: the pmap axis (gradients and metrics are reduced over it); None under jit.
       compute_dtype: dtype the inputs are cast to (the model's ``dtype``).
+      adversarial: adversarial training's attack (``cnn.robust.parse_attack``), or None: each (micro-)batch
+        is replaced by its attacked version after augmentation, and the update trains on that.
+      pixel_mean, pixel_std: the normalisation the preprocessing applied, in [0, 1] pixel units
+        (``inputs = (pixels - mean) / std``), so the attack works in pixel space with its ball in pixels.
     """
 
     preprocess: Preprocess
@@ -83,6 +88,12 @@ class StepOptions:
     accumulate_steps: int = 1
     axis_name: Optional[str] = None
     compute_dtype: Any = jnp.float32
+    adversarial: Optional[Callable] = None
+    pixel_mean: Any = 0.0
+    pixel_std: Any = 1.0
+
+
+ATTACK_STREAM = 0x61747461  # folded into an update's key for its attack's random starts
 
 
 def step_keys(rng: jax.Array, step: jax.Array, axis_name: Optional[str] = None):
@@ -106,6 +117,33 @@ def _l2_penalty(params, mask) -> jax.Array:
     return 0.5 * sum(leaves) if leaves else jnp.zeros((), jnp.float32)
 
 
+def _attacked(state: TrainState, params, inputs: jax.Array, targets: jax.Array, key: jax.Array,
+              dropout_key: jax.Array, options: StepOptions) -> jax.Array:
+    """The inputs replaced by ``options.adversarial``'s attack on the model being trained.
+
+    The attack sees the pixels in [0, 1] (the preprocessing's normalisation undone) and the model in training
+    mode (BatchNorm on the batch's statistics, which are then discarded; dropout drawn from ``dropout_key``),
+    as Madry et al.'s and Wong et al.'s training code do; labels are the targets' dominant class. Random starts
+    are drawn per example (``cnn.robust.example_keys``), so pmap draws what one device draws for the batch.
+    """
+    mean, std = jnp.asarray(options.pixel_mean, jnp.float32), jnp.asarray(options.pixel_std, jnp.float32)
+    pixels = jnp.clip(inputs.astype(jnp.float32) * std + mean, 0.0, 1.0)
+    count = inputs.shape[0]
+    offset = 0 if options.axis_name is None else jax.lax.axis_index(options.axis_name) * count
+
+    def logits_fn(x):
+        variables = {"params": params}
+        if state.batch_stats:
+            variables["batch_stats"] = state.batch_stats
+        logits, _ = state.apply_fn(variables, ((x - mean) / std).astype(options.compute_dtype), train=True,
+                                   rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+        return logits.astype(jnp.float32)
+
+    adversarial = options.adversarial(logits_fn, pixels, jnp.argmax(targets, axis=-1),
+                                      example_keys(key, count, offset=offset))
+    return (adversarial - mean) / std
+
+
 def _micro_batches(batch: Batch, k: int) -> Batch:
     """``[k * b, ...] -> [k, b, ...]`` with micro-batch ``j`` = rows ``j, j + k, ...`` (spread over every device)."""
     def split(x):
@@ -125,12 +163,16 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, options: Step
     and ``skipped`` = 1 when float16 loss scaling found a non-finite gradient.
     """
     augment_key, dropout_key = step_keys(rng, state.step, options.axis_name)
+    attack_key = jax.random.fold_in(jax.random.fold_in(rng, state.step), ATTACK_STREAM)  # the same on every replica
     k = options.accumulate_steps
 
     def micro_step(params, micro_batch, index):
         """Loss, logits, targets, new batch statistics and gradients of one micro-batch."""
         inputs, targets = options.preprocess(jax.random.fold_in(augment_key, index), micro_batch["image"],
                                              micro_batch["label"])
+        if options.adversarial is not None:
+            inputs = _attacked(state, params, inputs, targets, jax.random.fold_in(attack_key, index),
+                               jax.random.fold_in(jax.random.fold_in(dropout_key, index), ATTACK_STREAM), options)
         inputs = inputs.astype(options.compute_dtype)
 
         def loss_fn(params):

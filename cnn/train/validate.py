@@ -9,6 +9,7 @@ from typing import Any, Iterable, Optional
 
 from cnn.export import pruning
 from cnn.layers import cpu_kernels
+from cnn.robust import parse_attack
 from cnn.train import optim, transfer
 from cnn.train.parallel import MODES
 
@@ -97,6 +98,10 @@ def check(config: Any) -> None:
     integer("training.checkpoint_every_steps", training.checkpoint_every_steps, 0)
     integer("training.keep_checkpoints", training.keep_checkpoints, 1)
     integer("training.steps_per_call", training.steps_per_call, 1)
+    try:
+        parse_attack(training.adversarial)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"training.adversarial={training.adversarial!r}: {error}") from None
     metrics = METRICS + (tuple(f"{m}_ema" for m in METRICS) if training.ema_decay else ())
     if training.best_metric and training.best_metric not in metrics:
         _fail("training.best_metric", training.best_metric, f"one of {', '.join(metrics)} (or '' for none)")

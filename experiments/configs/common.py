@@ -53,6 +53,7 @@ def base(*, model: str, dataset: str, batch_size: int, epochs: float, learning_r
     config.training.label_smoothing = 0.0
     config.training.l2 = 0.0  # L2 penalty in the loss (besides optimizer.weight_decay)
     config.training.ema_decay = 0.0  # > 0 keeps an exponential moving average of the params
+    config.training.adversarial = ""  # adversarial training's attack, e.g. "pgd(eps=0.3,steps=7)", "fgsm_rs(eps=0.3)"
     config.training.per_device_batch_norm = False  # pmap only: statistics of each device's own slice
     config.training.log_every_steps = 100
     config.training.eval_every_steps = 0  # 0 = once per epoch

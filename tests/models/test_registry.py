@@ -2,7 +2,8 @@
 parameter count, a row in docs/models.md) is tested without editing this file:
 
 - the parameter count on record in the registry is the model's (at its registered input and classes);
-- one training step at the smallest input it accepts (cross-entropy, ``value_and_grad`` with respect to
+- one training step at the smallest input it accepts (traced only, for the deeper members of a family whose
+  blocks a lighter member trains; compiled for all with CNN_RUN_SLOW=1) (cross-entropy, ``value_and_grad`` with respect to
   the parameters, ``batch_stats`` mutable, a ``"dropout"`` rng driving dropout and stochastic depth):
   finite loss and gradients, a non-zero gradient for every parameter tensor, every BatchNorm's running
   statistics updated;
@@ -112,7 +113,50 @@ def _check(params, batch_stats, loss, logits, updates, grads, batch, classes=Non
         assert all(jax.tree_util.tree_leaves(changed)), "every BatchNorm must update its running statistics"
 
 
-@pytest.mark.parametrize("name", names())
+# Deeper or wider members of a family, built of the blocks a lighter member already trains here: their step is
+# traced (shapes, the gradient's structure, the count), not compiled; compiling them all runs with CNN_RUN_SLOW=1.
+DEEPER = {  # deeper member: the lighter one that trains the same blocks here
+    "resnet101": "resnet50", "resnet152": "resnet50", "resnext101_32x8d": "resnext50_32x4d",
+    "wide_resnet50_2": "resnet50", "wide_resnet101_2": "resnet50", "resnet44_cifar": "resnet20_cifar",
+    "resnet56_cifar": "resnet20_cifar", "resnet110_cifar": "resnet20_cifar", "preact_resnet50": "preact_resnet18",
+    "densenet169": "densenet121", "densenet201": "densenet121", "efficientnet_b1": "efficientnet_b0",
+    "efficientnet_b2": "efficientnet_b0", "efficientnet_b3": "efficientnet_b0", "convnext_small": "convnext_tiny",
+    "vit_small_patch16_224": "vit_tiny_patch16_224", "mobilenet_v3_large": "mobilenet_v3_small", "vgg13": "vgg11",
+    "vgg16": "vgg11", "vgg19": "vgg11", "vgg13_bn": "vgg11_bn", "vgg16_bn": "vgg11_bn", "vgg19_bn": "vgg11_bn",
+}
+
+
+def test_deeper_members_have_a_lighter_member_trained():
+    assert set(DEEPER) <= set(names()), sorted(set(DEEPER) - set(names()))
+    assert set(DEEPER.values()) <= set(names()) - set(DEEPER)
+
+
+@pytest.mark.parametrize("name", [n for n in names() if n in DEEPER])
+def test_deeper_members_trace_a_training_step_and_have_their_recorded_count(name):
+    model_entry = entry(name)
+    model = create(name, num_classes=model_entry.default_num_classes)
+    batch = _batch(model)
+    x = jax.ShapeDtypeStruct((batch,) + tiny_shape(name), jnp.float32)
+
+    def step(inputs):
+        variables = model.init(jax.random.key(0), inputs, train=False)
+
+        def loss_fn(params):
+            logits, updates = model.apply({**variables, "params": params}, inputs, train=True, mutable=["batch_stats"],
+                                          rngs={"dropout": jax.random.key(1)})
+            return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.zeros(batch, jnp.int32)).mean(), updates
+
+        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+        return variables, loss, updates, grads
+
+    variables, loss, updates, grads = jax.eval_shape(step, x)
+    assert loss.shape == () and jax.tree.structure(grads) == jax.tree.structure(variables["params"])
+    assert jax.tree.structure(updates.get("batch_stats", {})) == jax.tree.structure(variables.get("batch_stats", {}))
+    if "pos_embed" not in variables["params"]:
+        assert parameter_count(variables["params"]) == model_entry.params
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEPER else n for n in names()])
 def test_every_model_trains_and_has_its_recorded_count(name):
     model_entry = entry(name)
     classes = model_entry.default_num_classes
