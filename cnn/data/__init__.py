@@ -25,12 +25,14 @@ from cnn.data.pipeline import (
     train_plan,
 )
 from cnn.data.sources import ArraySource, Source, in_memory, source
+from cnn.data.subset import Subset, per_class
 
 __all__ = [
     "ArraySource",
     "Chain",
     "DataError",
     "Source",
+    "Subset",
     "UnknownDatasetError",
     "augmentation",
     "eval_dataset",
@@ -39,6 +41,7 @@ __all__ = [
     "in_memory",
     "names",
     "normalize",
+    "per_class",
     "resolve_data_dir",
     "resolve_prepared_dir",
     "source",

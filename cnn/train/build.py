@@ -16,7 +16,7 @@ import cnn.models
 from cnn.data.chain import preprocessing
 from cnn.layers import cpu_kernels
 from cnn.robust import parse_attack
-from cnn.train import feed, optim, validate
+from cnn.train import feed, optim, transfer, validate
 from cnn.train.parallel import Parallel
 from cnn.train.state import TrainState, create_train_state
 from cnn.train.steps import StepOptions
@@ -46,6 +46,8 @@ class Experiment:
     state_shapes: Any  # the TrainState as ShapeDtypeStructs
     params: int
     seed: int
+    head: frozenset = frozenset()  # the head's parameter paths (cnn.train.transfer), when a transfer field needs them
+    freezing: transfer.Freezing = transfer.Freezing()  # model.freeze and model.linear_probe
 
     @property
     def identity(self) -> dict:
@@ -60,8 +62,13 @@ def model_fields(model: nn.Module) -> set:
 
 def build_model(config: Any, num_classes: int, parallel: Parallel) -> nn.Module:
     """The model of ``config.model`` with the compute dtype, the pmap axis of its BatchNorm and, when
-    ``config.model.cpu_kernels`` says so, the CPU kernels: the one place a run's model is made."""
+    ``config.model.cpu_kernels`` says so, the CPU kernels: the one place a run's model is made. A run that
+    starts from a twin's weights file is built as the twin (``twin.overrides``, e.g. timm's ReLU6 MobileNet)."""
     model = cnn.models.from_config(config.model, num_classes=num_classes, dtype=DTYPES[config.training.dtype])
+    if config.model.get("init_from") and transfer.source_kind(config.model.init_from) == "weights":
+        twin_fields = {k: v for k, v in cnn.models.twin(config.model.name).overrides.items()
+                       if k not in config.model.overrides}
+        model = model.clone(**twin_fields) if twin_fields else model
     if parallel.model_axis_name and "axis_name" in model_fields(model):
         model = model.clone(axis_name=parallel.model_axis_name)
     if cpu_kernels.enabled(config.model.cpu_kernels):
@@ -94,7 +101,12 @@ def open_sources(config: Any):
         except ValueError:  # tfds's source of a split whose end comes before its start has a negative length
             examples = 0
         validate.check_split(path, split, examples)
-    return opened
+    train, test = opened
+    if data.get("train_per_class"):
+        from cnn.data import per_class
+
+        train = per_class(train, data.train_per_class, seed=data.train_subset_seed, what="data.train_per_class")
+    return train, test
 
 
 def pixel_normalisation(mean, std) -> dict:
@@ -133,8 +145,13 @@ def build(config: Any) -> Experiment:
     num_classes = train_source.num_classes
     model = build_model(config, num_classes, parallel)
     cnn.models.check_input(config.model.name, train_source.image_shape, what=f"{config.data.name} images")
+    model_config = config.model
+    needs_head = model_config.init_from or model_config.linear_probe or config.optimizer.backbone_lr_scale != 1
+    head = transfer.head_paths(model, train_source.image_shape) if needs_head else frozenset()
+    freezing = transfer.Freezing(tuple(model_config.freeze), bool(model_config.linear_probe), head)
     tx, learning_rate = optim.build(config.optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                                    global_batch=update_batch)
+                                    global_batch=update_batch, frozen=freezing.frozen if freezing.active else None,
+                                    head=head.__contains__ if head else None)
     mean, std = (train_source.mean, train_source.std) if config.data.normalize == "dataset" else (None, None)
     options = StepOptions(
         preprocess=preprocessing(config.data.augment, num_classes=num_classes, mean=mean, std=std),
@@ -150,9 +167,18 @@ def build(config: Any) -> Experiment:
         **pixel_normalisation(mean, std),
     )
     init = functools.partial(create_train_state, model, tx, input_shape=train_source.image_shape,
-                             ema=bool(training.ema_decay), loss_scale=training.dtype == "float16")
+                             ema=bool(training.ema_decay), loss_scale=training.dtype == "float16",
+                             apply_fn=freezing.apply_fn(model.apply))
     seed = int(training.seed)
     state_shapes = jax.eval_shape(init, jax.random.PRNGKey(seed))  # nothing allocated or compiled yet
+    paths = list(transfer.leaf_paths(state_shapes.params))
+    for pattern in model_config.freeze:
+        if not any(transfer.path_matcher([pattern])(p) for p in paths):
+            raise ValueError(f"model.freeze: {pattern!r} matches no parameter of {model_config.name}; its parameters are "
+                             f"named like {', '.join(paths[:3])}, ..., {paths[-1]}")
+    if freezing.active and all(freezing.frozen(p) for p in paths):
+        raise ValueError(f"model.freeze={tuple(model_config.freeze)!r} (linear_probe={model_config.linear_probe}) "
+                         f"freezes every parameter of {model_config.name}; nothing would train")
     if state_shapes.batch_stats and parallel.model_axis_name and "axis_name" not in model_fields(model):
         raise ValueError(f"model {config.model.name!r} keeps batch_stats but has no axis_name field, so under "
                          f"parallel='pmap' its BatchNorm would keep per-device statistics without a word; give it "
@@ -160,4 +186,5 @@ def build(config: Any) -> Experiment:
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state_shapes.params))
     on_device = feed.use_device_feed(config.data.on_device, train_source, parallel, config.data.device_memory_mb)
     return Experiment(config, parallel, train_source, test_source, model, tx, learning_rate, options, update_batch,
-                      eval_batch, on_device, kernels, steps_per_epoch, total_steps, init, state_shapes, params, seed)
+                      eval_batch, on_device, kernels, steps_per_epoch, total_steps, init, state_shapes, params, seed,
+                      head, freezing)

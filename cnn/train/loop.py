@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn.train import validate
+from cnn.train import transfer, validate
 from cnn.train.build import Experiment, build, build_model
 from cnn.train.checkpoint import Checkpointer, checkpointer_for, unreadable_checkpoints
 from cnn.train.feed import make_evaluation, make_feed
@@ -100,12 +100,14 @@ def train_and_evaluate(config: Any, workdir: Any) -> dict:
     folder.prepare()
     with _stop_on_signals(), folder.lock():
         experiment = build(config)
+        starts_fresh = config.force or not any(p.name.isdigit() for p in folder.checkpoints.glob("*"))
+        initial = _load_initial(experiment) if starts_fresh else None  # a bad file fails before anything is written
         folder.claim(config, force=bool(config.force))
         finished = _finished_results(folder, experiment)
         if finished is not None:
             log.info("%s holds the finished run; returning its results", folder.path)
             return finished
-        run = _start(experiment, folder)
+        run = _start(experiment, folder, initial)
         try:
             _train(run)
         finally:
@@ -156,8 +158,18 @@ class _Run:
         self.checkpointer.close()
 
 
-def _restore_or_init(experiment: Experiment, checkpointer: Checkpointer, feed):
-    """``(state, step)`` from the newest readable checkpoint, else a fresh state at step 0."""
+def _load_initial(experiment: Experiment) -> Optional[transfer.Initial]:
+    """The values ``model.init_from`` gives the model (None without one)."""
+    if not experiment.config.model.init_from:
+        return None
+    return transfer.load_initial(experiment.config, experiment.model, experiment.train_source.image_shape,
+                                 experiment.head)
+
+
+def _restore_or_init(experiment: Experiment, checkpointer: Checkpointer, feed, workdir: Workdir,
+                     initial: Optional[transfer.Initial]):
+    """``(state, step)`` from the newest readable checkpoint, else a fresh state at step 0 (with the values of
+    ``model.init_from``, recorded in ``init_from.json``, when it names any)."""
     parallel = experiment.parallel
     if checkpointer.steps():
         restored = checkpointer.restore(parallel.abstract_state(experiment.state_shapes))
@@ -169,15 +181,21 @@ def _restore_or_init(experiment: Experiment, checkpointer: Checkpointer, feed):
         feed.set_state(restored.data_state or {"next_index": restored.step})
         log.info("resumed from step %d", restored.step)
         return parallel.place(restored.state), restored.step
-    return parallel.init(experiment.init, jax.random.PRNGKey(experiment.seed)), 0
+    if not experiment.config.model.init_from:
+        return parallel.init(experiment.init, jax.random.PRNGKey(experiment.seed)), 0
+    initial = initial or _load_initial(experiment)
+    log.warning("%s", initial.summary)
+    workdir.write_init_record(initial.record)
+    fresh = jax.device_get(jax.jit(experiment.init)(jax.random.PRNGKey(experiment.seed)))
+    return parallel.place(transfer.start_state(fresh, initial)), 0
 
 
-def _start(experiment: Experiment, workdir: Workdir) -> _Run:
+def _start(experiment: Experiment, workdir: Workdir, initial: Optional[transfer.Initial] = None) -> _Run:
     config, parallel = experiment.config, experiment.parallel
     checkpointer = checkpointer_for(workdir.checkpoints, config.training)
     try:
         feed, evaluation = make_feed(experiment), make_evaluation(experiment)
-        state, start_step = _restore_or_init(experiment, checkpointer, feed)
+        state, start_step = _restore_or_init(experiment, checkpointer, feed, workdir, initial)
     except BaseException:
         checkpointer.close()
         raise

@@ -3,14 +3,15 @@
 ``build(config.optimizer, steps_per_epoch=..., total_steps=..., global_batch=...)`` returns
 ``(tx, learning_rate_fn)``; steps count optimizer updates and ``global_batch`` is the examples of one
 update (micro-batches included). Everything is plain optax: weight decay with a mask that spares
-biases and normalisation parameters, gradient clipping, freezing by name. Gradient accumulation is the
-train step's (``StepOptions.accumulate_steps``), so that every counter follows real updates.
+biases and normalisation parameters, gradient clipping, frozen parameters (``frozen``: ``model.freeze``),
+a smaller learning rate for everything but the head (``backbone_lr_scale``, ``optax.multi_transform``).
+Gradient accumulation is the train step's (``StepOptions.accumulate_steps``), so that every counter follows
+real updates.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any, Callable, Sequence, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import optax
@@ -29,12 +30,6 @@ def param_paths(params: Any) -> Any:
 def decay_mask(params: Any) -> Any:
     """True for weights (kernels, embeddings: rank >= 2), False for biases and norm scales/offsets."""
     return jax.tree.map(lambda p: getattr(p, "ndim", 0) >= 2, params)
-
-
-def frozen_mask(params: Any, patterns: Sequence[str]) -> Any:
-    """True for parameters whose path matches any regex in ``patterns`` (``re.search``)."""
-    compiled = [re.compile(p) for p in patterns]
-    return jax.tree.map(lambda path: any(c.search(path) for c in compiled), param_paths(params))
 
 
 def scaled_learning_rate(base: float, global_batch: int, reference_batch: int | None) -> float:
@@ -93,16 +88,20 @@ def _base_optimizer(config: Any, lr: Callable, mask: Callable) -> optax.Gradient
 
 
 def build(
-    config: Any, *, steps_per_epoch: int, total_steps: int, global_batch: int
+    config: Any, *, steps_per_epoch: int, total_steps: int, global_batch: int,
+    frozen: Optional[Callable[[str], bool]] = None, head: Optional[Callable[[str], bool]] = None,
 ) -> Tuple[optax.GradientTransformation, Callable[[Any], Any]]:
     """``(tx, learning_rate_fn)`` from ``config`` (a ConfigDict or dict), e.g.::
 
         name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
         schedule="warmup_cosine", warmup_epochs=5, lr_reference_batch=256, clip_norm=None,
-        freeze=("stem/.*",), decay_mask="weights",  # or "all"
+        decay_mask="weights",  # or "all"
+        backbone_lr_scale=0.1,  # every parameter but the head's at learning_rate * 0.1
         prune="gradual(0.9, start=0, end=2000, every=100)"  # magnitude pruning, cnn.export.pruning
 
     ``steps_per_epoch`` and ``total_steps`` count optimizer updates; ``global_batch`` is one update's examples.
+    ``frozen(path)`` says which parameters (``"stem/conv/kernel"``) never move; ``head(path)`` which ones are
+    the head (needed when ``backbone_lr_scale != 1``). Gradient clipping sees the trained parameters only.
     """
     peak = scaled_learning_rate(float(config.learning_rate), global_batch, config.get("lr_reference_batch"))
     lr = schedule(config, peak, max(steps_per_epoch, 1), max(total_steps, 1))
@@ -112,12 +111,18 @@ def build(
     mask = decay_mask if mask_name == "weights" else (lambda params: jax.tree.map(lambda _: True, params))
 
     tx = _base_optimizer(config, lr, mask)
+    scale = float(config.get("backbone_lr_scale", 1.0))
+    if scale != 1.0:  # two groups, as torch.optim's parameter groups: the head at lr, the rest at lr * scale
+        if head is None:
+            raise ValueError(f"optimizer.backbone_lr_scale={scale!r} needs to know the model's head")
+        backbone = _base_optimizer(config, lambda step: scale * lr(step), mask)
+        groups = lambda params: jax.tree.map(lambda p: "head" if head(p) else "backbone", param_paths(params))  # noqa: E731
+        tx = optax.multi_transform({"head": tx, "backbone": backbone}, groups)
     clip = config.get("clip_norm")
     if clip:
         tx = optax.chain(optax.clip_by_global_norm(float(clip)), tx)
-    freeze = tuple(config.get("freeze", ()) or ())
-    if freeze:
-        labels = lambda params: jax.tree.map(lambda f: "frozen" if f else "trained", frozen_mask(params, freeze))
+    if frozen is not None:
+        labels = lambda params: jax.tree.map(lambda p: "frozen" if frozen(p) else "trained", param_paths(params))  # noqa: E731
         tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
     if config.get("prune"):  # last: pruned weights stay at zero whatever the optimizer does
         tx = optax.chain(tx, pruning.prune(pruning.parse_schedule(config.prune)))

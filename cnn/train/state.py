@@ -47,11 +47,13 @@ def create_train_state(
     *,
     ema: bool = False,
     loss_scale: bool = False,
+    apply_fn: Optional[Callable] = None,
 ) -> TrainState:
     """Initialises a model on zeros of ``[1, *input_shape]`` and wraps it with ``tx``'s state.
 
     Pure and jit-able: ``jax.jit(create_train_state, ..., out_shardings=...)`` places the
-    state directly where it will live, with no host copy of the parameters.
+    state directly where it will live, with no host copy of the parameters. ``apply_fn`` replaces
+    ``model.apply`` in the steps (``cnn.train.transfer``: frozen BatchNorm layers in evaluation mode).
     """
     init_key, run_key = jax.random.split(rng)
     variables = model.init({"params": init_key, "dropout": init_key}, jnp.zeros((1, *input_shape), jnp.float32), train=False)
@@ -66,6 +68,6 @@ def create_train_state(
         dynamic_scale=DynamicScale(fin_steps=jnp.zeros((), jnp.int32), scale=jnp.asarray(2.0**15, jnp.float32))
         if loss_scale
         else None,
-        apply_fn=model.apply,
+        apply_fn=apply_fn or model.apply,
         tx=tx,
     )

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Optional
 from cnn.export import pruning
 from cnn.layers import cpu_kernels
 from cnn.robust import parse_attack
-from cnn.train import optim
+from cnn.train import optim, transfer
 from cnn.train.parallel import MODES
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -44,6 +44,23 @@ def number(path: str, value: Any, low: float, high: float = math.inf, *, low_ope
         _fail(path, value, f"a finite number in {left}{low:g}, {high_text}{right}")
 
 
+def boolean(path: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        _fail(path, value, "True or False")
+
+
+def regexes(path: str, value: Any) -> None:
+    """A tuple of regular expressions (over parameter paths)."""
+    if isinstance(value, str) or not isinstance(value, (tuple, list)):
+        _fail(path, value, "a tuple of regular expressions, e.g. ('^stem/', 'stage1_')")
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as error:
+            raise ValueError(f"{path}: {pattern!r} is not a regular expression ({error}); expected a tuple of "
+                             f"regular expressions, e.g. ('^stem/', 'stage1_')") from None
+
+
 def choice(path: str, value: Any, accepted: Iterable[str]) -> None:
     accepted = tuple(accepted)
     if value not in accepted:
@@ -54,12 +71,15 @@ def check(config: Any) -> None:
     """Raises ValueError for the first field whose value is out of range or unknown."""
     choice("parallel", config.parallel, MODES)
     choice("model.cpu_kernels", config.model.cpu_kernels, cpu_kernels.SETTINGS)
+    check_transfer(config.model)
     data, training, opt = config.data, config.training, config.optimizer
     choice("data.normalize", data.normalize, ("dataset", "none"))
     integer("data.workers", data.workers, 0)
     integer("data.prefetch", data.prefetch, 1)
     choice("data.on_device", data.on_device, ("auto", "on", "off"))
     number("data.device_memory_mb", data.device_memory_mb, 0, math.inf, low_open=True)
+    integer("data.train_per_class", data.train_per_class, 0)
+    integer("data.train_subset_seed", data.train_subset_seed, 0)
 
     integer("training.batch_size", training.batch_size, 1)
     integer("training.eval_batch_size", training.eval_batch_size, 0)
@@ -109,13 +129,24 @@ def check(config: Any) -> None:
     number("optimizer.end_lr_factor", opt.end_lr_factor, 0, 1)
     number("optimizer.clip_norm", opt.clip_norm, 0, math.inf)
     integer("optimizer.accumulate_steps", opt.accumulate_steps, 1)
-    for pattern in opt.freeze:
-        try:
-            re.compile(pattern)
-        except (re.error, TypeError) as error:
-            raise ValueError(f"optimizer.freeze: {pattern!r} is not a regular expression ({error})") from None
+    number("optimizer.backbone_lr_scale", opt.backbone_lr_scale, 0, math.inf, low_open=True)
     if opt.get("prune"):
         pruning.parse_schedule(opt.prune)  # "optimizer.prune='...': ..." on a bad schedule
+
+
+def check_transfer(model: Any) -> None:
+    """``model.init_from`` (a weights file of the model's twin, or a finished run's workdir, that exists),
+    ``model.reinit_head``, ``model.freeze`` and ``model.linear_probe``."""
+    if not isinstance(model.init_from, str):
+        _fail("model.init_from", model.init_from, "a path (a weights file or a finished run's workdir), or '' for none")
+    if model.init_from:
+        transfer.check_source(model.init_from, model.name)
+    boolean("model.reinit_head", model.reinit_head)
+    if model.reinit_head and not model.init_from:
+        raise ValueError("model.reinit_head=True re-initialises the head of loaded weights, but model.init_from is ''; "
+                         "set model.init_from or model.reinit_head=False")
+    regexes("model.freeze", model.freeze)
+    boolean("model.linear_probe", model.linear_probe)
 
 
 def check_split(path: str, split: str, examples: int) -> None:

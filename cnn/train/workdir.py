@@ -1,7 +1,9 @@
 """A run's workdir and its rules: one experiment and one run at a time, nothing lost.
 
 A workdir holds ``config.json`` (the experiment it holds, written when a run starts), ``metrics.jsonl``,
-TensorBoard event files, ``checkpoints/``, ``results.json`` (when finished) and ``plots/``. Its rules:
+TensorBoard event files, ``checkpoints/``, ``results.json`` (when finished), ``plots/`` and, for a run that
+started from other weights (``model.init_from``), ``init_from.json`` (what it loaded: a file's size and
+sha256, or a run's checkpoint step). Its rules:
 
 - **One run at a time.** A run holds an exclusive lock on ``.lock`` (``fcntl.flock``) from start to end;
   a second run on the same workdir is refused at once, naming the holder (pid, host, start time). The
@@ -43,7 +45,7 @@ RUNTIME_FIELDS = frozenset({
     "training.async_checkpoints", "training.progress_bar", "training.steps_per_call",
 })
 LENGTH_FIELDS = frozenset({"training.steps", "training.epochs"})  # may grow between invocations
-RUN_FILES = ("config.json", "checkpoints", "metrics.jsonl", "results.json", "plots")
+RUN_FILES = ("config.json", "checkpoints", "metrics.jsonl", "results.json", "plots", "init_from.json")
 
 
 class RunError(RuntimeError):
@@ -234,3 +236,8 @@ class Workdir:
     def write_results(self, results: dict) -> None:
         if self.lead:
             write_json_atomically(self.results_path, results)
+
+    def write_init_record(self, record: dict) -> None:
+        """``init_from.json``: what the run's starting weights were (written when it starts from scratch)."""
+        if self.lead:
+            write_json_atomically(self.path / "init_from.json", record)

@@ -18,6 +18,14 @@ def base(*, model: str, dataset: str, batch_size: int, epochs: float, learning_r
     config.model.name = model
     config.model.overrides = ml_collections.ConfigDict()  # any module field, e.g. drop_rate
     config.model.cpu_kernels = "auto"  # CPU convs/pooling/XLA options: auto (on the CPU backend) | on | off
+    # Transfer learning (docs/transfer.md). The starting weights: "" = a fresh initialisation; a .safetensors,
+    # .pth or .pt state dict of the model's torchvision/timm twin; or a finished run's workdir (its newest
+    # checkpoint). Loaded only when the run starts from scratch; a head whose class count differs is re-initialised.
+    config.model.init_from = ""
+    config.model.reinit_head = False  # with init_from: re-initialise the head even when the class counts agree
+    config.model.freeze = ()  # regexes over parameter paths that stay fixed, e.g. ("^stem/", "^stage1_"); a
+    #                           BatchNorm whose parameters are all frozen keeps its statistics (evaluation mode)
+    config.model.linear_probe = False  # train only the head, every other module in evaluation mode
 
     config.data = ml_collections.ConfigDict()
     config.data.name = dataset
@@ -32,6 +40,8 @@ def base(*, model: str, dataset: str, batch_size: int, epochs: float, learning_r
     config.data.on_device = "auto"  # hold the splits on the device: auto (when they fit, single/sharded) | on | off
     config.data.device_memory_mb = 2048.0  # "auto" holds a training split of at most this many MB on the device
     config.data.options = ml_collections.ConfigDict()  # dataset options (synthetic shapes, image folder)
+    config.data.train_per_class = 0  # > 0: train on this many examples of each class (a fixed stratified subset)
+    config.data.train_subset_seed = 0  # which subset train_per_class keeps (smaller ones lie inside larger ones)
 
     config.training = ml_collections.ConfigDict()
     config.training.batch_size = batch_size  # global, over all devices and processes
@@ -74,7 +84,7 @@ def base(*, model: str, dataset: str, batch_size: int, epochs: float, learning_r
     config.optimizer.end_lr_factor = 0.0
     config.optimizer.clip_norm = 0.0  # > 0 clips the global gradient norm
     config.optimizer.accumulate_steps = 1
-    config.optimizer.freeze = ()  # regexes over parameter paths, e.g. ("stem/", "stage1_")
+    config.optimizer.backbone_lr_scale = 1.0  # every parameter but the head's at learning_rate * this
     config.optimizer.prune = ""  # magnitude pruning, e.g. "gradual(0.9, start=0, end=2000, every=100)" (updates)
     return config
 

@@ -60,6 +60,13 @@ def offline_mnist(tmp_path, image_bytes: Optional[Callable] = None) -> list:
     return [f"--config={config_file(tmp_path, 'config.data.options.download = False')}", f"--config.data.data_dir={tmp_path / 'data'}"]
 
 
+def weights_file(tmp_path) -> str:
+    """A .safetensors file (its content is never read: the model's lack of a twin is found first)."""
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(b"")
+    return str(path)
+
+
 def truncated_gzip(path):
     import gzip
     import random
@@ -172,6 +179,18 @@ CASES = [
          says("hidden='wide' is a str", "expected an int like its default 128")),
     Case("model_override_num_classes", my_config("config.model.overrides.num_classes = 5"),
          says("model.overrides.num_classes=5", "comes from the dataset (10 classes)")),
+    # Transfer learning (docs/transfer.md).
+    Case("init_from_missing", smoke("--config.model.init_from=nope.safetensors"),
+         says("model.init_from='nope.safetensors' does not exist", "a weights file (.safetensors, .pth, .pt)",
+              "a finished run's workdir")),
+    Case("init_from_weights_without_a_twin", lambda t: [f"--config={SMOKE}", f"--config.model.init_from={weights_file(t)}"],
+         says("model 'simple_cnn' has no torchvision or timm twin", "give a finished run's workdir")),
+    Case("freeze_matching_nothing", smoke("--config.model.freeze=('^stem/',)"),
+         says("model.freeze: '^stem/' matches no parameter of simple_cnn", "named like conv1/conv/bias")),
+    Case("zero_backbone_lr_scale", smoke("--config.optimizer.backbone_lr_scale=0"),
+         says("optimizer.backbone_lr_scale=0.0", "a finite number in (0, inf)")),
+    Case("more_labels_per_class_than_the_split_has", smoke("--config.data.train_per_class=100"),
+         says("data.train_per_class=100: class", "expected at most")),
     Case("missing_data_file", lambda t: offline_mnist(t),
          lambda t: [f"missing {IMAGES} in {t / 'data' / 'mnist'}/", f"http://yann.lecun.com/exdb/mnist/{IMAGES}"]),
     Case("truncated_data_file", lambda t: offline_mnist(t, truncated_gzip),
