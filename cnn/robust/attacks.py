@@ -12,7 +12,7 @@ draws, row for row, the noise of the whole batch on one device (see ``example_ke
 
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -141,6 +141,57 @@ def _keep_worse(best, candidate):
     return choose(point, best_point), choose(success, best_success), choose(loss, best_loss)
 
 
+class PGDState(NamedTuple):
+    """PGD between steps: the restarts' origins and targets ``[restarts * N, ...]``, the current points and,
+    per row, the worst point visited so far with its success and attacker's loss."""
+
+    origin: jax.Array
+    targets: jax.Array
+    point: jax.Array
+    best: Tuple[jax.Array, jax.Array, jax.Array]
+
+
+def pgd_start(images: jax.Array, labels: jax.Array, key: jax.Array, *, eps: float, restarts: int = 1,
+              norm: str = "linf") -> PGDState:
+    """PGD's random starts: restart r of example n is uniform in the eps ball from ``fold_in(key of n, r)``."""
+    _check(eps, norm)
+    if restarts < 1:
+        raise ValueError(f"restarts={restarts!r}; expected restarts >= 1")
+    images = jnp.asarray(images, jnp.float32)
+    keys = _keys_for(key, images.shape[0])
+    # Restart r of example n draws from fold_in(key of n, r): the same whatever the batch is split into.
+    restart_keys = jnp.concatenate([jax.vmap(lambda k: jax.random.fold_in(k, r))(keys) for r in range(restarts)])
+    origin = jnp.tile(images, (restarts,) + (1,) * (images.ndim - 1))
+    point = jnp.clip(origin + _random_start(restart_keys, origin, eps, norm), 0.0, 1.0)
+    best = (origin, jnp.zeros(origin.shape[:1], bool), jnp.full(origin.shape[:1], -jnp.inf))
+    return PGDState(origin, jnp.tile(labels, restarts), point, best)
+
+
+def pgd_step(logits_fn: LogitsFn, state: PGDState, *, eps: float, step_size: float, norm: str = "linf",
+             targeted: bool = False) -> PGDState:
+    """One PGD step: the current points judged (kept where worse), then moved ``step_size`` and projected."""
+    sign = -1.0 if targeted else 1.0
+    losses, gradient, logits = _loss_and_gradient(logits_fn, state.point, state.targets)
+    best = _keep_worse(state.best, (state.point, _success(logits, state.targets, targeted), sign * losses))
+    moved = state.point + sign * step_size * _ascent_direction(gradient, norm)
+    point = jnp.clip(state.origin + project(moved - state.origin, eps, norm), 0.0, 1.0)
+    return state._replace(point=point, best=best)
+
+
+def pgd_finish(logits_fn: LogitsFn, state: PGDState, *, restarts: int = 1, targeted: bool = False) -> jax.Array:
+    """The last points judged, then each example's worst over its restarts: adversarial images ``[N, ...]``."""
+    sign = -1.0 if targeted else 1.0
+    logits = logits_fn(state.point)
+    best = _keep_worse(state.best, (state.point, _success(logits, state.targets, targeted),
+                                    sign * cross_entropy(logits, state.targets)))
+    count = state.origin.shape[0] // restarts
+    per_restart = [jax.tree.map(lambda x: x[r * count:(r + 1) * count], best) for r in range(restarts)]
+    worst = per_restart[0]
+    for candidate in per_restart[1:]:
+        worst = _keep_worse(worst, candidate)
+    return jax.lax.stop_gradient(worst[0])
+
+
 def pgd(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.Array, *, eps: float, step_size: float,
         steps: int, restarts: int = 1, norm: str = "linf", targeted: bool = False) -> jax.Array:
     """Projected gradient descent (Madry et al. 2018) from a uniform random start in the eps ball.
@@ -152,35 +203,14 @@ def pgd(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array, key: jax.Arra
 
     The restarts run side by side, as one batch of ``restarts * N`` (memory grows with them), and the
     steps are a Python loop, unrolled under ``jit``: XLA's CPU backend runs convolution gradients inside a
-    ``lax.scan``/``while`` body up to 10x slower than outside one (jax-ml/jax#12868).
+    ``lax.scan``/``while`` body up to 10x slower than outside one (jax-ml/jax#12868). XLA's CPU backend
+    also keeps every unrolled step's activations (its memory grows with ``steps``); for many steps on
+    large batches, run ``pgd_start``, ``pgd_step`` and ``pgd_finish`` as separate jitted calls, as
+    ``robust_accuracy`` does.
     """
-    _check(eps, norm)
-    if steps < 0 or restarts < 1:
-        raise ValueError(f"steps={steps!r}, restarts={restarts!r}; expected steps >= 0 and restarts >= 1")
-    images = jnp.asarray(images, jnp.float32)
-    count = images.shape[0]
-    keys = _keys_for(key, count)
-    # Restart r of example n draws from fold_in(key of n, r): the same whatever the batch is split into.
-    restart_keys = jnp.concatenate([jax.vmap(lambda k: jax.random.fold_in(k, r))(keys) for r in range(restarts)])
-    origin = jnp.tile(images, (restarts,) + (1,) * (images.ndim - 1))
-    targets = jnp.tile(labels, restarts)
-    sign = -1.0 if targeted else 1.0
-
-    def judged(point):
-        losses, gradient, logits = _loss_and_gradient(logits_fn, point, targets)
-        return (point, _success(logits, targets, targeted), sign * losses), gradient
-
-    point = jnp.clip(origin + _random_start(restart_keys, origin, eps, norm), 0.0, 1.0)
-    best = (origin, jnp.zeros(origin.shape[:1], bool), jnp.full(origin.shape[:1], -jnp.inf))
+    if steps < 0:
+        raise ValueError(f"steps={steps!r}; expected steps >= 0")
+    state = pgd_start(images, labels, key, eps=eps, restarts=restarts, norm=norm)
     for _ in range(steps):
-        candidate, gradient = judged(point)
-        best = _keep_worse(best, candidate)
-        moved = point + sign * step_size * _ascent_direction(gradient, norm)
-        point = jnp.clip(origin + project(moved - origin, eps, norm), 0.0, 1.0)
-    logits = logits_fn(point)
-    best = _keep_worse(best, (point, _success(logits, targets, targeted), sign * cross_entropy(logits, targets)))
-    per_restart = [jax.tree.map(lambda x: x[r * count:(r + 1) * count], best) for r in range(restarts)]
-    worst = per_restart[0]
-    for candidate in per_restart[1:]:
-        worst = _keep_worse(worst, candidate)
-    return jax.lax.stop_gradient(worst[0])
+        state = pgd_step(logits_fn, state, eps=eps, step_size=step_size, norm=norm, targeted=targeted)
+    return pgd_finish(logits_fn, state, restarts=restarts, targeted=targeted)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn.robust.attacks import LogitsFn, fgsm, pgd
+from cnn.robust.attacks import LogitsFn, fgsm, pgd_finish, pgd_start, pgd_step
 
 ATTACKS = ("fgsm", "pgd")
 
@@ -32,19 +32,35 @@ def robust_accuracy(logits_fn: LogitsFn, batches: Iterable[Tuple[Any, Any]], key
         raise ValueError(f"attack={attack!r}; expected one of {', '.join(ATTACKS)}")
     radii = [float(e) for e in np.atleast_1d(eps)]
 
-    def attack_batch(images, labels, batch_key, radius):
-        if attack == "fgsm":
-            return fgsm(logits_fn, images, labels, eps=radius)
-        size = madry_step_size(radius, steps) if step_size is None else step_size
-        return pgd(logits_fn, images, labels, batch_key, eps=radius, step_size=size, steps=steps, restarts=restarts,
-                   norm=norm)
+    restarts = restarts if attack == "pgd" else 1
+    correct = lambda x, labels: jnp.argmax(logits_fn(x), -1) == labels  # noqa: E731
 
     @jax.jit
+    def fgsm_count(images, labels, radius):
+        """Examples right both clean and under FGSM at ``radius`` (traced: one compile serves every radius)."""
+        clean = correct(images, labels)
+        return jnp.sum(clean), jnp.sum(clean & correct(fgsm(logits_fn, images, labels, eps=radius), labels))
+
+    # PGD: its start, each step and its end are separate compiled calls (XLA's CPU backend would keep every
+    # step's activations of one unrolled program); the radius and step size are traced, so one compile each.
+    start = jax.jit(lambda images, labels, key, radius: pgd_start(images, labels, key, eps=radius, restarts=restarts,
+                                                                  norm=norm))
+    step = jax.jit(lambda state, radius, size: pgd_step(logits_fn, state, eps=radius, step_size=size, norm=norm))
+
+    @jax.jit
+    def pgd_count(state, images, labels):
+        clean = correct(images, labels)
+        attacked = pgd_finish(logits_fn, state, restarts=restarts)
+        return jnp.sum(clean), jnp.sum(clean & correct(attacked, labels))
+
     def robust_count(images, labels, batch_key, radius):
-        """Examples right both clean and attacked at ``radius`` (traced: one compile serves every radius)."""
-        clean = jnp.argmax(logits_fn(images), -1) == labels
-        attacked = jnp.argmax(logits_fn(attack_batch(images, labels, batch_key, radius)), -1) == labels
-        return jnp.sum(clean), jnp.sum(clean & attacked)
+        if attack == "fgsm":
+            return fgsm_count(images, labels, jnp.float32(radius))
+        size = jnp.float32(madry_step_size(radius, steps) if step_size is None else step_size)
+        state = start(images, labels, batch_key, jnp.float32(radius))
+        for _ in range(steps):
+            state = step(state, jnp.float32(radius), size)
+        return pgd_count(state, images, labels)
 
     examples, clean_total, robust_total = 0, 0, np.zeros(len(radii), np.int64)
     for index, (images, labels) in enumerate(batches):
@@ -53,7 +69,7 @@ def robust_accuracy(logits_fn: LogitsFn, batches: Iterable[Tuple[Any, Any]], key
         labels = np.asarray(labels, np.int32)
         for position, radius in enumerate(radii):  # a Python loop: no lax.map around the attack (see ``pgd``)
             radius_key = jax.random.fold_in(jax.random.fold_in(key, index), position)
-            clean, robust = robust_count(images, labels, radius_key, jnp.float32(radius))
+            clean, robust = robust_count(images, labels, radius_key, radius)
             robust_total[position] += int(robust)
         examples += len(labels)
         clean_total += int(clean)
