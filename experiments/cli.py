@@ -25,6 +25,18 @@ def fail(message: str):
     sys.exit(BAD_INPUT)
 
 
+def no_positional(argv, example: str) -> None:
+    """absl's ``argv`` holds the program name only: every setting is a flag (exit 2 otherwise)."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. {example}")
+
+
+def print_fit_progress(step: int, loss: float, accuracy: float) -> None:
+    """Every 500 steps of a benchmark's fit, one line (``cnn.analysis.fit`` calls it)."""
+    if step % 500 == 0:
+        print(f"  step {step}: loss {loss:.3f}, train accuracy {accuracy:.3f}", flush=True)
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

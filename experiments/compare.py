@@ -37,8 +37,7 @@ def _parse_flags(argv):
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. --sweep FIELD=V1,V2")
+    cli.no_positional(argv, "--sweep FIELD=V1,V2")
     logging.set_verbosity(logging.WARNING)
     std_logging.basicConfig(format="%(message)s")
     std_logging.getLogger("cnn.compare").setLevel(std_logging.WARNING)

@@ -28,8 +28,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. --images 8")
+    cli.no_positional(argv, "--images 8")
     logging.set_verbosity(logging.WARNING)
     cli.check_workdir(FLAGS.workdir)
     from cnn.analysis import explain, explain_pictures, runs

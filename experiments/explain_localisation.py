@@ -31,14 +31,8 @@ flags.mark_flag_as_required("output")
 FLAGS = flags.FLAGS
 
 
-def _progress(step: int, loss: float, accuracy: float) -> None:
-    if step % 500 == 0:
-        print(f"  step {step}: loss {loss:.3f}, train accuracy {accuracy:.3f}", flush=True)
-
-
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. --steps 1000")
+    cli.no_positional(argv, "--steps 1000")
     logging.set_verbosity(logging.WARNING)
     import cnn.data
     from cnn.analysis import benchmarks, explain
@@ -55,7 +49,7 @@ def main(argv):
     result = benchmarks.pointing_game_benchmark(
         train.images, train.labels, test.images, test.labels, jax.random.key(FLAGS.seed), methods=methods,
         train_count=FLAGS.train, test_count=FLAGS.test, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
-        fragments=FLAGS.fragments, report=_progress)
+        fragments=FLAGS.fragments, report=cli.print_fit_progress)
     print(f"test accuracy {result['test_accuracy']:.4f} on {FLAGS.test} cluttered canvases; "
           f"mean box area {result['mean_box_area_fraction']:.1%} of the canvas\n")
     print("| method | pointing game |\n|---|---|")

@@ -36,14 +36,8 @@ def _cell(summary: dict, threshold: float) -> str:
     return f"{summary['mean']:.2f} ± {summary['std']:.2f}{mark}"
 
 
-def _progress(step: int, loss: float, accuracy: float) -> None:
-    if step % 500 == 0:
-        print(f"  step {step}: loss {loss:.3f}, train accuracy {accuracy:.3f}", flush=True)
-
-
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. --steps 1000")
+    cli.no_positional(argv, "--steps 1000")
     logging.set_verbosity(logging.WARNING)
     import cnn.data
     import cnn.models
@@ -62,7 +56,7 @@ def main(argv):
     result = benchmarks.sanity_benchmark(
         train.images, train.labels, test.images, test.labels, jax.random.key(FLAGS.seed), methods=methods,
         model_name=FLAGS.model, steps=FLAGS.steps, shuffled_count=FLAGS.shuffled, shuffled_steps=FLAGS.shuffled_steps,
-        test_count=FLAGS.images, report=_progress)
+        test_count=FLAGS.images, report=cli.print_fit_progress)
     thresholds = {m: result["threshold"][m]["mean"] for m in methods}
     print(f"{FLAGS.model}: test accuracy {result['test_accuracy']:.4f}; Spearman rank correlation with the trained "
           f"model's maps (mean ± std over {FLAGS.images} test images)\n")

@@ -42,8 +42,7 @@ def _radii(text: str) -> list:
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. --eps 0.1,0.3")
+    cli.no_positional(argv, "--eps 0.1,0.3")
     logging.set_verbosity(logging.WARNING)
     cli.check_workdir(FLAGS.workdir)
     radii = _radii(FLAGS.eps)

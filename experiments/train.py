@@ -23,8 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. --config.training.steps=100")
+    cli.no_positional(argv, "--config.training.steps=100")
     logging.set_verbosity(logging.WARNING)
     from cnn.data import DataError  # imported here so that a mistake in the flags is reported at once
     from cnn.train import loop
