@@ -6,8 +6,9 @@ COMMAND: CNN_DATA_DIR=../shared/datasets python -m experiments.benchmark_data --
 The input path is everything a training step waits for: the prepared array_record source, grain's
 per-epoch shuffle and sharding, batching, the transfer to the device and the jitted augmentation
 chain. It is timed for MNIST (28x28x1) and a synthetic 32x32x3 set, with 0 and 2 grain worker
-processes; the same table times one jitted simple_cnn training step (Adam, the same batch, the same
-image shape) and reports the ratio. The input path must be at least 5x faster than training. Each
+processes; the same table times one jitted simple_cnn training step as a run compiles it (CPU kernels
+and XLA options on the CPU; Adam, the same batch, the same image shape) and reports the ratio. The input
+path must be at least 5x faster than training. Each
 figure is the best of --repeats timed windows (a shared machine slows some windows down); the load
 average is recorded, and without workers the CPU time per image of both sides too (less sensitive to
 other processes than wall time). Prints a table; writes JSON (machine, versions, command, numbers).
@@ -15,6 +16,7 @@ other processes than wall time). Prints a table; writes JSON (machine, versions,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -116,22 +118,26 @@ def time_input_path(source, chain_text: str, worker_count: int) -> dict:
 
 
 def time_training(image_shape: tuple) -> tuple:
-    """Best of --repeats windows: (images per wall second, per CPU second) of a jitted simple_cnn training step."""
+    """Best of --repeats windows: (images per wall second, per CPU second) of a jitted simple_cnn training step,
+    compiled as a run compiles it (the CPU kernels and XLA options of ``cnn.layers.cpu_kernels`` on the CPU)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
 
     import cnn.models
+    from cnn.layers import cpu_kernels
 
     model = cnn.models.create("simple_cnn", num_classes=10)
+    kernels = cpu_kernels.enabled("auto")
+    model = cpu_kernels.use_cpu_kernels(model) if kernels else model
     images = jnp.asarray(np.random.default_rng(0).normal(size=(FLAGS.global_batch, *image_shape)), jnp.float32)
     labels = jnp.arange(FLAGS.global_batch) % 10
     params = model.init(jax.random.key(0), images, train=False)["params"]
     optimizer = optax.adam(1e-3)
     opt_state = optimizer.init(params)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=cpu_kernels.compiler_options() if kernels else None)
     def train_step(params, opt_state, images, labels):
         def loss_fn(params):
             logits = model.apply({"params": params}, images, train=True)
