@@ -31,6 +31,13 @@ def no_positional(argv, example: str) -> None:
         fail(f"unexpected arguments: {' '.join(argv[1:])}; every setting is a flag, e.g. {example}")
 
 
+def require_positive(flag_values, names) -> None:
+    """Each of the integer flags ``names`` is >= 1 (one line and exit 2 otherwise)."""
+    for name in names:
+        if getattr(flag_values, name) < 1:
+            fail(f"--{name}={getattr(flag_values, name)}: expected a positive integer")
+
+
 def print_fit_progress(step: int, loss: float, accuracy: float) -> None:
     """Every 500 steps of a benchmark's fit, one line (``cnn.analysis.fit`` calls it)."""
     if step % 500 == 0:

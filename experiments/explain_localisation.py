@@ -41,9 +41,7 @@ def main(argv):
         methods = explain.check_methods(FLAGS.methods)
     except ValueError as error:
         cli.fail(f"--methods={FLAGS.methods}: {error}")
-    for name in ("train", "test", "steps", "batch_size"):
-        if getattr(FLAGS, name) < 1:
-            cli.fail(f"--{name}={getattr(FLAGS, name)}: expected a positive integer")
+    cli.require_positive(FLAGS, ("train", "test", "steps", "batch_size"))
     train = cnn.data.in_memory(cnn.data.source("mnist", "train"))
     test = cnn.data.in_memory(cnn.data.source("mnist", "test"))
     result = benchmarks.pointing_game_benchmark(

@@ -48,9 +48,7 @@ def main(argv):
         cnn.models.entry(FLAGS.model)
     except ValueError as error:
         cli.fail(error)
-    for name in ("steps", "shuffled", "shuffled_steps", "images"):
-        if getattr(FLAGS, name) < 1:
-            cli.fail(f"--{name}={getattr(FLAGS, name)}: expected a positive integer")
+    cli.require_positive(FLAGS, ("steps", "shuffled", "shuffled_steps", "images"))
     train = cnn.data.in_memory(cnn.data.source("mnist", "train"))
     test = cnn.data.in_memory(cnn.data.source("mnist", "test"))
     result = benchmarks.sanity_benchmark(

@@ -46,9 +46,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     cli.check_workdir(FLAGS.workdir)
     radii = _radii(FLAGS.eps)
-    for name in ("steps", "restarts", "batch_size") + (("limit",) if FLAGS.limit is not None else ()):
-        if getattr(FLAGS, name) < 1:
-            cli.fail(f"--{name}={getattr(FLAGS, name)}: expected a positive integer")
+    cli.require_positive(FLAGS, ("steps", "restarts", "batch_size") + (("limit",) if FLAGS.limit is not None else ()))
     if FLAGS.step_size is not None and FLAGS.step_size <= 0:
         cli.fail(f"--step_size={FLAGS.step_size}: expected a positive step")
     workdir = pathlib.Path(FLAGS.workdir)

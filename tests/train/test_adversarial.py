@@ -7,7 +7,6 @@ import functools
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
