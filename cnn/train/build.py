@@ -39,7 +39,7 @@ class Experiment:
     update_batch: int  # examples of one optimizer update (micro-batches included)
     eval_batch: int
     on_device: bool  # the training and test splits held on the device (cnn.train.feed)
-    unroll_calls: bool  # the steps of a call written out (with the CPU kernels), not a loop (cnn.train.steps)
+    unroll_calls: bool  # the steps of a call written out on the CPU backend, not a loop (cnn.train.steps)
     steps_per_epoch: int  # optimizer updates per epoch
     total_steps: int
     init: Callable[[jax.Array], TrainState]
@@ -186,5 +186,6 @@ def build(config: Any) -> Experiment:
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state_shapes.params))
     on_device = feed.use_device_feed(config.data.on_device, train_source, parallel, config.data.device_memory_mb)
     return Experiment(config, parallel, train_source, test_source, model, tx, learning_rate, options, update_batch,
-                      eval_batch, on_device, kernels, steps_per_epoch, total_steps, init, state_shapes, params, seed,
+                      eval_batch, on_device, kernels or jax.default_backend() == "cpu", steps_per_epoch, total_steps,
+                      init, state_shapes, params, seed,
                       head, freezing)

@@ -286,7 +286,8 @@ def train_steps(state: TrainState, batches: Batch, rng: jax.Array, data: Optiona
 
     ``unroll`` writes the ``k`` steps out one after the other instead of a loop: XLA's CPU backend runs a
     loop body's convolutions 20x slower than the same ops outside a loop (docs/performance.md), so the
-    training loop unrolls wherever it injects the CPU kernels.
+    training loop unrolls on the CPU backend (with or without the CPU kernels: a ``lax.scan`` of the plain
+    model's steps ran 7.5x slower than the bare step there).
     """
     def step(state, batch):
         return train_step(state, gather(batch, data), rng, options=options)
