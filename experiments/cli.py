@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pathlib
 import re
 import sys
 
@@ -132,3 +133,17 @@ def check_workdir(workdir: str) -> None:
     """--workdir must name a folder: '' (the current directory, by accident) is refused."""
     if not workdir or not workdir.strip():
         fail("--workdir='' names no folder; give the run's own folder, e.g. --workdir runs/mnist")
+
+
+def load_finished_run(workdir: str):
+    """``cnn.analysis.runs.load_run`` of ``--workdir``: a folder without ``config.json`` or a run that cannot be
+    read is one line and exit 2."""
+    check_workdir(workdir)
+    if not (pathlib.Path(workdir) / "config.json").is_file():
+        fail(f"--workdir={workdir} holds no run (no config.json); train one with experiments.train first")
+    from cnn.analysis import runs
+
+    try:
+        return runs.load_run(pathlib.Path(workdir))
+    except (ValueError, FileNotFoundError) as error:
+        fail(first_line(error))

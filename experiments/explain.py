@@ -30,8 +30,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     cli.no_positional(argv, "--images 8")
     logging.set_verbosity(logging.WARNING)
-    cli.check_workdir(FLAGS.workdir)
-    from cnn.analysis import explain, explain_pictures, runs
+    from cnn.analysis import explain, explain_pictures
 
     try:
         methods = explain.check_methods(FLAGS.method)
@@ -39,11 +38,9 @@ def main(argv):
         cli.fail(f"--method={FLAGS.method}: {error}")
     if FLAGS.images < 1:
         cli.fail(f"--images={FLAGS.images}: expected a positive number of test images")
+    run = cli.load_finished_run(FLAGS.workdir)
     workdir = pathlib.Path(FLAGS.workdir)
-    if not (workdir / "config.json").is_file():
-        cli.fail(f"--workdir={FLAGS.workdir} holds no run (no config.json); train one with experiments.train first")
     try:
-        run = runs.load_run(workdir)
         records = explain_pictures.explanation_pictures(run, workdir / "plots" / "explain", count=FLAGS.images,
                                                         methods=methods, key=jax.random.key(FLAGS.seed), layer=FLAGS.layer)
     except (ValueError, FileNotFoundError) as error:

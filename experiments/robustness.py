@@ -44,21 +44,14 @@ def _radii(text: str) -> list:
 def main(argv):
     cli.no_positional(argv, "--eps 0.1,0.3")
     logging.set_verbosity(logging.WARNING)
-    cli.check_workdir(FLAGS.workdir)
     radii = _radii(FLAGS.eps)
     cli.require_positive(FLAGS, ("steps", "restarts", "batch_size") + (("limit",) if FLAGS.limit is not None else ()))
     if FLAGS.step_size is not None and FLAGS.step_size <= 0:
         cli.fail(f"--step_size={FLAGS.step_size}: expected a positive step")
-    workdir = pathlib.Path(FLAGS.workdir)
-    if not (workdir / "config.json").is_file():
-        cli.fail(f"--workdir={FLAGS.workdir} holds no run (no config.json); train one with experiments.train first")
-    from cnn.analysis import runs
     from cnn.robust import report, robust_accuracy
 
-    try:
-        run = runs.load_run(workdir)
-    except (ValueError, FileNotFoundError) as error:
-        cli.fail(cli.first_line(error))
+    run = cli.load_finished_run(FLAGS.workdir)
+    workdir = pathlib.Path(FLAGS.workdir)
     logits_fn = lambda pixels: run.model.apply(run.variables, run.normalize(pixels * 255.0), train=False)
     result = robust_accuracy(logits_fn, run.batches(FLAGS.batch_size, FLAGS.limit), jax.random.key(FLAGS.seed),
                              eps=radii, attack=FLAGS.attack, steps=FLAGS.steps, restarts=FLAGS.restarts,
