@@ -2,8 +2,8 @@
 
 The pipeline is a ``grain.MapDataset`` over *steps*: element ``s`` is this process's part of global
 batch ``s``. Step ``s`` of epoch ``e`` covers positions ``[s * global_batch, (s + 1) * global_batch)`` of
-epoch ``e``'s order (a permutation of the source from ``grain.experimental.index_shuffle``, seeded
-from (seed, e), or the identity for evaluation), and process ``p`` takes the ``p``-th contiguous block
+epoch ``e``'s order (a permutation of the source, grain's ``index_shuffle`` computed for many positions
+at once by ``cnn.data.shuffle``, seeded from (seed, e), or the identity for evaluation), and process ``p`` takes the ``p``-th contiguous block
 of ``global_batch / process_count`` of them, read in one batched ``__getitems__`` call.
 
 - training drops each epoch's last partial global batch, so every example is seen at most once per
@@ -20,11 +20,12 @@ Batches are numpy: {"image": uint8 [B, H, W, C], "label": int32 [B]} (+ "mask": 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 from typing import Any, Optional
 
 import numpy as np
+
+from cnn.data.shuffle import index_shuffle
 
 
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:
@@ -62,11 +63,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-@functools.lru_cache(maxsize=2)
-def _numpy_order(num_examples: int, epoch_seed: int) -> np.ndarray:
-    return np.random.default_rng(epoch_seed).permutation(num_examples)
-
-
 @dataclasses.dataclass(frozen=True)
 class BatchPlan:
     """Which source indices make up this process's part of each global batch."""
@@ -82,16 +78,25 @@ class BatchPlan:
         """int64 [<= per_process_batch]: source indices of this process's examples at global ``step``."""
         epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
         start = (step_in_epoch * self.process_count + self.process_index) * self.per_process_batch
-        positions = range(start, min(start + self.per_process_batch, self.num_examples))
+        positions = np.arange(start, min(start + self.per_process_batch, self.num_examples))
         if self.seed is None:
-            return np.asarray(positions, dtype=np.int64)
-        epoch_seed = _epoch_seed(self.seed, epoch)
-        try:
-            from grain.experimental import index_shuffle
-        except ImportError:  # JAX alone (no grain): a numpy permutation of the epoch, another order than grain's
-            return _numpy_order(self.num_examples, epoch_seed)[start:start + len(positions)]
-        last = self.num_examples - 1
-        return np.asarray([index_shuffle(p, max_index=last, seed=epoch_seed, rounds=4) for p in positions], dtype=np.int64)
+            return positions
+        return index_shuffle(positions, max_index=self.num_examples - 1, seed=_epoch_seed(self.seed, epoch))
+
+    def steps(self, first: int, count: int) -> np.ndarray:
+        """int64 [count, per_process_batch]: ``indices(s)`` for the ``count`` training steps from ``first``."""
+        if self.seed is None:
+            raise ValueError("steps() is for a training plan (one with a seed)")
+        rows = np.arange(first, first + count)
+        epochs, in_epoch = np.divmod(rows, self.steps_per_epoch)
+        starts = (in_epoch * self.process_count + self.process_index) * self.per_process_batch
+        positions = starts[:, None] + np.arange(self.per_process_batch)
+        out = np.empty(positions.shape, np.int64)
+        for epoch in np.unique(epochs):  # one cipher call per epoch the steps touch
+            where = epochs == epoch
+            out[where] = index_shuffle(positions[where], max_index=self.num_examples - 1,
+                                       seed=_epoch_seed(self.seed, int(epoch)))
+        return out
 
 
 class ReadBatch:
