@@ -33,6 +33,7 @@ class Source:
         self.path, self.split, self.name = pathlib.Path(path), split, name
         self.image_key, self.label_key = image_key, label_key
         self._data = None
+        self._parse = None  # the fast record parser, found at the first batched read (see _record_parser)
         self._open()
         features = self._info.features
         for key in (image_key, label_key):
@@ -64,7 +65,7 @@ class Source:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_data"] = state["_info"] = None
+        state["_data"] = state["_info"] = state["_parse"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -90,8 +91,43 @@ class Source:
             return self._example(self._source[index % length])
 
     def __getitems__(self, indices: Sequence[int]) -> list:
+        if not len(indices):
+            return []
         with self._damage_is_named():
+            if self._parse is None:
+                self._parse = self._record_parser()
+            if self._parse:
+                return [self._parse(record) for record in self._source.data_source.__getitems__(list(indices))]
             return [self._example(record) for record in self._source.__getitems__(list(indices))]
+
+    def _record_parser(self):
+        """A parser of this split's serialized records straight from their ``tf.train.Example`` protobuf, for
+        splits whose image is a raw uint8 tensor and whose label an integer (the builders of ``cnn.data``
+        write them so): about 4 us an example against 22 us through tfds's generic decoding. It is used only
+        if it reads the split's first record exactly as tfds does; False otherwise (images tfds encodes as
+        PNG, other layouts), and then tfds decodes."""
+        try:
+            from tensorflow_datasets.core import example_parser
+
+            example_type = example_parser.tf_example_pb2.Example
+            first = self._source.data_source.__getitems__([0])[0]
+        except Exception:  # noqa: BLE001 - another tfds layout: its own decoding is always right
+            return False
+        shape, image_key, label_key = self.image_shape, self.image_key, self.label_key
+
+        def parse(record: bytes) -> dict:
+            feature = example_type.FromString(record).features.feature
+            image = np.frombuffer(feature[image_key].bytes_list.value[0], np.uint8).reshape(shape)
+            return {"image": image, "label": int(feature[label_key].int64_list.value[0])}
+
+        try:
+            fast, slow = parse(first), self._example(self._source[0])
+        except Exception:  # noqa: BLE001
+            return False
+        if fast["image"].dtype != slow["image"].dtype or not np.array_equal(fast["image"], slow["image"]) \
+                or fast["label"] != slow["label"]:
+            return False
+        return parse
 
     @contextlib.contextmanager
     def _damage_is_named(self):

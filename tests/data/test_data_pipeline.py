@@ -164,3 +164,29 @@ def test_orbax_checkpoint_round_trip(numbered, tmp_path):
     with ocp.CheckpointManager(tmp_path / "checkpoints") as manager:
         manager.restore(31, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
     assert [_ids(next(restored)) for _ in range(3)] == expected
+
+
+@pytest.mark.parametrize("split", ["train", "train[10:50]"])
+def test_batched_reads_parse_records_as_tfds_decodes_them(split):
+    source = cnn.data.source("synthetic", split, image_shape=(5, 3, 2), num_classes=7, num_train=64, num_test=8)
+    indices = [3, 0, 17, 3, 29]
+    ours = source.__getitems__(indices)
+    assert callable(source._parse)  # the raw-record parser, not tfds's generic decoding
+    for example, record in zip(ours, source._source.__getitems__(indices)):  # tfds's own decoding
+        np.testing.assert_array_equal(example["image"], record["image"])
+        assert example["image"].shape == (5, 3, 2) and example["image"].dtype == np.uint8
+        assert example["label"] == int(record["label"])
+    assert source.__getitems__([]) == []
+
+
+def test_batched_reads_fall_back_to_tfds_when_the_parser_disagrees(monkeypatch):
+    source = cnn.data.source("synthetic", "train", image_shape=(4, 4, 1), num_classes=3, num_train=16, num_test=4)
+    original = type(source)._example
+
+    def shifted(self, record):  # tfds's decoding, with labels the raw parser cannot reproduce
+        example = original(self, record)
+        return {**example, "label": example["label"] + 100}
+
+    monkeypatch.setattr(type(source), "_example", shifted)
+    labels = [e["label"] for e in source.__getitems__(range(16))]
+    assert source._parse is False and min(labels) >= 100
