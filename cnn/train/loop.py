@@ -148,10 +148,13 @@ class _Run:
     compiled_train: Any
     compiled_eval: Any
     progress: Any = None
+    precompile: Any = None  # Precompile
     last_test: dict = dataclasses.field(default_factory=dict)
     train_seconds: float = 0.0
 
     def close(self) -> None:
+        if self.precompile is not None:
+            self.precompile.join()
         if self.progress is not None:
             self.progress.close()
         self.writer.close()
@@ -192,28 +195,104 @@ def _restore_or_init(experiment: Experiment, checkpointer: Checkpointer, feed, w
 
 def _start(experiment: Experiment, workdir: Workdir, initial: Optional[transfer.Initial] = None) -> _Run:
     config, parallel = experiment.config, experiment.parallel
+    options = experiment.options
+    compiled_train = parallel.compile_train_steps(
+        functools.partial(train_steps, options=options, unroll=experiment.unroll_calls), with_data=experiment.on_device)
+    if experiment.on_device:
+        compiled_eval = parallel.compile_indexed_eval_step(functools.partial(eval_indexed_step, options=options))
+    else:
+        compiled_eval = parallel.compile_eval_step(functools.partial(eval_step, options=options))
+    # XLA compiles the loop's programs in the background while the data are read and the state is made.
+    precompile = Precompile(experiment, compiled_train, compiled_eval)
     checkpointer = checkpointer_for(workdir.checkpoints, config.training)
     try:
         feed, evaluation = make_feed(experiment), make_evaluation(experiment)
         state, start_step = _restore_or_init(experiment, checkpointer, feed, workdir, initial)
     except BaseException:
+        precompile.join()
         checkpointer.close()
         raise
     writer = MetricWriter(workdir.path, resume_step=start_step)
-    options = experiment.options
-    compiled_train = parallel.compile_train_steps(
-        functools.partial(train_steps, options=options, unroll=experiment.unroll_calls), with_data=feed.on_device)
-    if evaluation is not None:
-        compiled_eval = parallel.compile_indexed_eval_step(functools.partial(eval_indexed_step, options=options))
-    else:
-        compiled_eval = parallel.compile_eval_step(functools.partial(eval_step, options=options))
     progress = None
     if jax.process_index() == 0 and config.training.progress_bar:
         from tqdm import tqdm
 
         progress = tqdm(total=experiment.total_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
     return _Run(experiment, workdir, checkpointer, writer, feed, evaluation, state, start_step, compiled_train,
-                compiled_eval, progress)
+                compiled_eval, progress, precompile)
+
+
+class Precompile(threading.Thread):
+    """Lowers and compiles the loop's programs from their shapes on a background thread: the train call of
+    ``training.steps_per_call`` steps, the single step (remainders before a stop), and the evaluation step.
+    XLA compiles outside the GIL, so this overlaps the reading of the data and the state's initialisation;
+    the loop's first calls then find the executables in JAX's cache. ``join()`` before the first call (two
+    compilations of one program at once would both run). Modes ``single`` and ``sharded`` in one process;
+    elsewhere (pmap, several processes) the programs compile at their first call as before. A failure here
+    is left for that first call to raise.
+    """
+
+    def __init__(self, experiment: Experiment, compiled_train, compiled_eval):
+        super().__init__(name="cnn-precompile", daemon=True)
+        self.programs = _abstract_calls(experiment, compiled_train, compiled_eval)
+        self.seconds, self.error = 0.0, None
+        if self.programs:
+            self.start()
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        try:
+            for function, arguments in self.programs:
+                function.lower(*arguments).compile()
+        except Exception as error:  # noqa: BLE001 - the loop's own call raises it again, where it belongs
+            self.error = error
+            log.debug("background compilation failed (the loop compiles at its first call): %r", error)
+        self.seconds = time.perf_counter() - started
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        if self.is_alive():
+            super().join(timeout)
+
+
+def _abstract_calls(experiment: Experiment, compiled_train, compiled_eval) -> list:
+    """``(jitted function, abstract arguments)`` of each program the loop will call, or [] where not supported."""
+    parallel, training = experiment.parallel, experiment.config.training
+    if parallel.mode == "pmap" or jax.process_count() > 1:
+        return []
+    if parallel.mode == "single":
+        placed = jax.sharding.SingleDeviceSharding(parallel.local_devices[0])
+        stacked = batched = everywhere = placed
+    else:
+        stacked, batched, everywhere = parallel.stacked_sharding, parallel.data_sharding, parallel.replicated
+    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=everywhere, weak_type=s.weak_type),
+                         experiment.state_shapes)
+    rng = jax.ShapeDtypeStruct(experiment.state_shapes.rng.shape, experiment.state_shapes.rng.dtype)
+    image = tuple(experiment.train_source.image_shape)
+
+    def spec(shape, dtype, sharding):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+
+    def data(source) -> dict:
+        return {"image": spec((len(source), *image), np.uint8, everywhere), "label": spec((len(source),), np.int32, everywhere)}
+
+    calls = []
+    sizes = [training.steps_per_call] + ([1] if training.steps_per_call > 1 else [])
+    for k in sizes:
+        if experiment.on_device:
+            batches, extra = {"index": spec((k, experiment.update_batch), np.int32, stacked)}, (data(experiment.train_source),)
+        else:
+            batches, extra = {"image": spec((k, experiment.update_batch, *image), np.uint8, stacked),
+                              "label": spec((k, experiment.update_batch), np.int32, stacked)}, ()
+        calls.append((compiled_train, (state, batches, rng, *extra)))
+    rows = experiment.eval_batch
+    if experiment.on_device:
+        batch = {"index": spec((rows,), np.int32, batched), "mask": spec((rows,), np.bool_, batched)}
+        calls.append((compiled_eval, (state, batch, data(experiment.test_source))))
+    else:
+        batch = {"image": spec((rows, *image), np.uint8, batched), "label": spec((rows,), np.int32, batched),
+                 "mask": spec((rows,), np.bool_, batched)}
+        calls.append((compiled_eval, (state, batch)))
+    return calls
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -306,6 +385,8 @@ def _train(run: _Run) -> None:
     data = (run.feed.data,) if run.feed.on_device else ()
     window = _Window(run.start_step)
     started = time.perf_counter()
+    if run.precompile is not None:  # its unfinished compilation counts in the training time
+        run.precompile.join()
     _training.set()
     try:
         if _stop_requested.is_set():  # asked while the run started: nothing new to save
@@ -314,6 +395,8 @@ def _train(run: _Run) -> None:
         while step < total:
             calls = min(training.steps_per_call,
                         _next_stop(step, total, training.log_every_steps, eval_every, checkpoint_every) - step)
+            if calls < training.steps_per_call:
+                calls = 1  # short of a full call before a stop: single steps, so only two programs ever compile
             batches = parallel.put_batches(run.feed.next(calls))
             run.state, metrics = run.compiled_train(run.state, batches, rng, *data)
             window.pending.append(metrics)
