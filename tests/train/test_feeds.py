@@ -14,7 +14,7 @@ from experiments.configs import mnist_simple_cnn
 
 pytestmark = pytest.mark.xdist_group("feeds")  # one worker builds the module's fixtures (pyproject: --dist loadgroup)
 
-STEPS = 11  # not a multiple of the call sizes below; 8 steps per epoch of the 64 smoke examples
+STEPS = 19  # not a multiple of the call sizes below; 8 steps per epoch of the 64 smoke examples
 
 
 def config(on_device, steps_per_call, steps=STEPS):
@@ -22,9 +22,9 @@ def config(on_device, steps_per_call, steps=STEPS):
     config.data.on_device = on_device
     config.training.steps_per_call = steps_per_call
     config.training.steps = steps
-    config.training.log_every_steps = 3
-    config.training.eval_every_steps = 5
-    config.training.checkpoint_every_steps = 4
+    config.training.log_every_steps = 9  # stops at 9, 10, 18, 19: full calls of 4 and 8 steps, and single steps
+    config.training.eval_every_steps = 10
+    config.training.checkpoint_every_steps = 10
     config.model.overrides.drop_rate = 0.5  # randomness that a wrong key or step number would change
     config.data.augment = "crop(2)"
     return config
@@ -68,3 +68,31 @@ def test_a_run_resumes_with_the_other_feed(runs, tmp_path):
     assert results["resumed_from_step"] == 8
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), state(workdir),
                  state(runs["grain_1"][0]))
+
+
+def test_calls_are_full_or_single_steps(tmp_path, monkeypatch):
+    """Short of a full call before a stop the loop takes single steps: only two programs ever compile."""
+    from cnn.train import feed
+
+    sizes = []
+    original = feed.DeviceFeed.next
+    monkeypatch.setattr(feed.DeviceFeed, "next", lambda self, k: sizes.append(k) or original(self, k))
+    run = config("on", 4)
+    run.training.log_every_steps = 11
+    train_and_evaluate(run, tmp_path / "run")
+    assert sizes == [4, 4, 1, 1, 1, 4, 4]  # stops at 10, 11, 19: two steps short before 10
+
+
+def test_the_programs_compile_once_in_the_background(tmp_path, caplog):
+    """The call, the single step and the evaluation step compile on the start-up thread, never again in the loop."""
+    import logging
+
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            train_and_evaluate(config("on", 4), tmp_path / "run")
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiled = [(r.getMessage().split(" ")[1], r.threadName) for r in caplog.records
+                if r.getMessage().startswith("Compiling jit(") and ("train_steps" in r.getMessage() or "eval_" in r.getMessage())]
+    assert sorted(compiled) == [("jit(eval_indexed_step)", "cnn-precompile")] + [("jit(train_steps)", "cnn-precompile")] * 2
