@@ -26,3 +26,12 @@ def test_benchmark_writes_a_record_per_configuration_against_torch(tmp_path, cap
 def test_benchmark_refuses_a_model_without_a_torch_twin_before_any_work(capsys):
     assert benchmark.main(["--models", "preact_resnet18", "--reference", "torch"]) == 2
     assert "no PyTorch reference for model 'preact_resnet18'" in capsys.readouterr().err
+
+
+def test_end_to_end_benchmark_reads_the_bare_step_from_the_benchmark_record():
+    """benchmark_e2e's reference: experiments.benchmark run in a fresh process, read back from its JSON."""
+    from experiments import benchmark_e2e
+
+    bare = benchmark_e2e.bare_step(windows=2, steps=2)
+    assert len(bare["windows"]) == 2 and all(w > 0 for w in bare["windows"])
+    assert min(bare["windows"]) <= bare["images_per_second"] <= max(bare["windows"])
