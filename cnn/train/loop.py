@@ -208,11 +208,11 @@ def _start(experiment: Experiment, workdir: Workdir, initial: Optional[transfer.
     try:
         feed, evaluation = make_feed(experiment), make_evaluation(experiment)
         state, start_step = _restore_or_init(experiment, checkpointer, feed, workdir, initial)
+        writer = MetricWriter(workdir.path, resume_step=start_step)
     except BaseException:
-        precompile.join()
+        precompile.join()  # a process must not exit while XLA compiles on another thread
         checkpointer.close()
         raise
-    writer = MetricWriter(workdir.path, resume_step=start_step)
     progress = None
     if jax.process_index() == 0 and config.training.progress_bar:
         from tqdm import tqdm
@@ -224,7 +224,8 @@ def _start(experiment: Experiment, workdir: Workdir, initial: Optional[transfer.
 
 class Precompile(threading.Thread):
     """Lowers and compiles the loop's programs from their shapes on a background thread: the train call of
-    ``training.steps_per_call`` steps, the single step (remainders before a stop), and the evaluation step.
+    ``training.steps_per_call`` steps (when some interval leaves room for one), the single step (remainders
+    before a stop), and the evaluation step.
     XLA compiles outside the GIL, so this overlaps the reading of the data and the state's initialisation;
     the loop's first calls then find the executables in JAX's cache. ``join()`` before the first call (two
     compilations of one program at once would both run). Modes ``single`` and ``sharded`` in one process;
@@ -233,7 +234,7 @@ class Precompile(threading.Thread):
     """
 
     def __init__(self, experiment: Experiment, compiled_train, compiled_eval):
-        super().__init__(name="cnn-precompile", daemon=True)
+        super().__init__(name="cnn-precompile", daemon=False)  # never killed mid-compilation at exit
         self.programs = _abstract_calls(experiment, compiled_train, compiled_eval)
         self.seconds, self.error = 0.0, None
         if self.programs:
@@ -276,7 +277,11 @@ def _abstract_calls(experiment: Experiment, compiled_train, compiled_eval) -> li
         return {"image": spec((len(source), *image), np.uint8, everywhere), "label": spec((len(source),), np.int32, everywhere)}
 
     calls = []
-    sizes = [training.steps_per_call] + ([1] if training.steps_per_call > 1 else [])
+    k = training.steps_per_call
+    # A call of k steps happens only where k steps fit between two stops: never if an interval is shorter.
+    shortest = min(training.log_every_steps, training.eval_every_steps or experiment.steps_per_epoch,
+                   training.checkpoint_every_steps or experiment.steps_per_epoch, experiment.total_steps)
+    sizes = ([k] if k <= shortest else []) + ([1] if k > 1 else [])
     for k in sizes:
         if experiment.on_device:
             batches, extra = {"index": spec((k, experiment.update_batch), np.int32, stacked)}, (data(experiment.train_source),)

@@ -83,16 +83,21 @@ def test_calls_are_full_or_single_steps(tmp_path, monkeypatch):
     assert sizes == [4, 4, 1, 1, 1, 4, 4]  # stops at 10, 11, 19: two steps short before 10
 
 
-def test_the_programs_compile_once_in_the_background(tmp_path, caplog):
-    """The call, the single step and the evaluation step compile on the start-up thread, never again in the loop."""
+@pytest.mark.parametrize("log_every, train_programs", [(9, 2), (3, 1)])
+def test_the_programs_compile_once_in_the_background(tmp_path, caplog, log_every, train_programs):
+    """The call, the single step and the evaluation step compile on the start-up thread, never again in the loop;
+    a call of 4 steps that no interval leaves room for (logging every 3) is not compiled at all."""
     import logging
 
+    run = config("on", 4)
+    run.training.log_every_steps = log_every
     jax.config.update("jax_log_compiles", True)
     try:
         with caplog.at_level(logging.WARNING):
-            train_and_evaluate(config("on", 4), tmp_path / "run")
+            train_and_evaluate(run, tmp_path / "run")
     finally:
         jax.config.update("jax_log_compiles", False)
     compiled = [(r.getMessage().split(" ")[1], r.threadName) for r in caplog.records
                 if r.getMessage().startswith("Compiling jit(") and ("train_steps" in r.getMessage() or "eval_" in r.getMessage())]
-    assert sorted(compiled) == [("jit(eval_indexed_step)", "cnn-precompile")] + [("jit(train_steps)", "cnn-precompile")] * 2
+    expected = [("jit(eval_indexed_step)", "cnn-precompile")] + [("jit(train_steps)", "cnn-precompile")] * train_programs
+    assert sorted(compiled) == expected
