@@ -35,3 +35,22 @@ def test_end_to_end_benchmark_reads_the_bare_step_from_the_benchmark_record():
     bare = benchmark_e2e.bare_step(windows=2, steps=2)
     assert len(bare["windows"]) == 2 and all(w > 0 for w in bare["windows"])
     assert min(bare["windows"]) <= bare["images_per_second"] <= max(bare["windows"])
+
+
+def test_profile_step_tells_the_convolutions_apart_and_reads_the_trace(tmp_path, capsys):
+    """LeNet-5 has two convolutions: two forward passes, two weight gradients, one input gradient (the first
+    convolution's input needs none); the profile of its step is read back by kind of work."""
+    from experiments import profile_step
+
+    args = benchmark.parse_args(["--models", "lenet5"])
+    batch = benchmark.synthetic_batch(4, (28, 28, 1), 10, 0)
+    ours = benchmark.Ours(args, "lenet5", 4, "single", batch, 10, {})
+    kinds = profile_step.convolution_kinds(ours.step.as_text())
+    assert sorted(kinds.values()) == ["forward", "forward", "input gradient", "weight gradient", "weight gradient"]
+    path = tmp_path / "profile.json"
+    assert profile_step.main(["--model", "lenet5", "--batch-size", "4", "--steps", "1", "--reference", "none",
+                              "--threads", "0", "--json", str(path)]) == 0
+    record = json.loads(path.read_text())
+    categories = record["ours"]["categories_ms"]
+    assert {"convolution, forward", "convolution, weight gradient"} <= set(categories)
+    assert sum(categories.values()) == pytest.approx(record["ours"]["profiled_ms"], abs=0.05)
