@@ -43,6 +43,12 @@ def runs(tmp_path_factory):
     return done
 
 
+# Programs of 1, 4 and 8 written-out steps round float32 differently (XLA fuses and orders each its own way);
+# over 19 Adam updates that moves a parameter by up to ~2e-7 (seen on JAX 0.12). A wrong example, key or step
+# number changes the parameters by orders of magnitude more.
+SAME = dict(rtol=1e-6, atol=1e-6)
+
+
 def state(workdir, step=STEPS):
     restored = read_checkpoint(workdir, step)
     return {key: restored[key] for key in ("params", "opt_state", "step")}
@@ -52,7 +58,7 @@ def state(workdir, step=STEPS):
 def test_every_feed_and_call_size_trains_the_same(runs, name):
     reference_dir, reference = runs["grain_1"]
     workdir, results = runs[name]
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), state(workdir),
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **SAME), state(workdir),
                  state(reference_dir))
     assert results["test_loss"] == pytest.approx(reference["test_loss"], rel=1e-6)
     assert results["test_examples"] == reference["test_examples"] == 40
@@ -66,7 +72,7 @@ def test_a_run_resumes_with_the_other_feed(runs, tmp_path):
     train_and_evaluate(config("off", 1, steps=8), workdir)
     results = train_and_evaluate(config("on", 8), workdir)
     assert results["resumed_from_step"] == 8
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), state(workdir),
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **SAME), state(workdir),
                  state(runs["grain_1"][0]))
 
 
