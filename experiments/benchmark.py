@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from experiments import cli
+
 OPTIMIZERS = {"adam": 1e-3, "sgd": 0.1}  # default learning rates; "auto": Adam for simple_cnn, else SGD momentum
 
 
@@ -266,11 +268,7 @@ def machine(args) -> dict:
             "compiler_options": args.compiler_options, "cpu_kernels": args.cpu_kernels,
             "threads": args.threads or "default",
             "load_average_start": os.getloadavg()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
+    info["cpu"] = cli.cpu_name()
     if args.reference == "torch":
         import torch
 

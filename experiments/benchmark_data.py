@@ -27,6 +27,8 @@ import time
 
 from absl import app, flags
 
+from experiments import cli
+
 flags.DEFINE_list("datasets", ["mnist", "synthetic"], "mnist and/or synthetic (32x32x3, 10 classes).")
 flags.DEFINE_integer("global_batch", 128, "Examples per step.")
 flags.DEFINE_integer("steps", 200, "Timed input steps per window.")
@@ -49,14 +51,8 @@ TARGET_RATIO = 5.0
 def machine() -> dict:
     import jax
 
-    cpu = "unknown"
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return {
-        "cpu": cpu,
+        "cpu": cli.cpu_name() or "unknown",
         "cpu_count": os.cpu_count(),
         "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "platform": platform.platform(),
@@ -174,32 +170,28 @@ def main(argv):
     for name in FLAGS.datasets:
         source = make_source(name)
         chain_text = FLAGS.mnist_chain if name == "mnist" else FLAGS.synthetic_chain
-        train_rate, train_cpu_rate = time_training(source.image_shape)
-        rows_before = len(results["rows"])
+        before = time_training(source.image_shape)
+        rows = []
         configurations = [(source, worker_count, False) for worker_count in map(int, FLAGS.worker_counts)]
         if FLAGS.in_memory:
             configurations.append((cnn.data.in_memory(source), 0, True))
         for reader, worker_count, held_in_memory in configurations:
-            row = {"dataset": name, "image_shape": list(source.image_shape), "examples": len(source), "chain": chain_text,
-                   "global_batch": FLAGS.global_batch, "worker_count": worker_count, "in_memory": held_in_memory,
-                   **time_input_path(reader, chain_text, worker_count), "simple_cnn_train_images_per_second": train_rate,
-                   "simple_cnn_train_images_per_cpu_second": train_cpu_rate}
-            row["ratio"] = row["input_images_per_second"] / train_rate
-            if row["input_images_per_cpu_second"]:
-                # How many times less CPU an image costs in the input path than in a training step.
-                row["cpu_cost_ratio"] = row["input_images_per_cpu_second"] / train_cpu_rate
-            results["rows"].append(row)
-            rate = row["input_images_per_second"]
+            rows.append({"dataset": name, "image_shape": list(source.image_shape), "examples": len(source),
+                         "chain": chain_text, "global_batch": FLAGS.global_batch, "worker_count": worker_count,
+                         "in_memory": held_in_memory, **time_input_path(reader, chain_text, worker_count)})
+            rate = rows[-1]["input_images_per_second"]
             print(f"{name} workers={worker_count} in_memory={held_in_memory}: {rate:,.0f} img/s", flush=True)
-        # The step again after the input path (a busy moment must not flatter the ratio): the best of both.
-        after, after_cpu = time_training(source.image_shape)
-        train_rate, train_cpu_rate = max(train_rate, after), max(train_cpu_rate, after_cpu)
-        for row in results["rows"][rows_before:]:
+        # The step before and after the input path, the best of both: a busy moment must not flatter the ratio.
+        after = time_training(source.image_shape)
+        train_rate, train_cpu_rate = max(before[0], after[0]), max(before[1], after[1])
+        for row in rows:
             row["simple_cnn_train_images_per_second"] = train_rate
             row["simple_cnn_train_images_per_cpu_second"] = train_cpu_rate
             row["ratio"] = row["input_images_per_second"] / train_rate
             if row["input_images_per_cpu_second"]:
+                # How many times less CPU an image costs in the input path than in a training step.
                 row["cpu_cost_ratio"] = row["input_images_per_cpu_second"] / train_cpu_rate
+        results["rows"].extend(rows)
     results["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     header = (f"{'dataset':<10} {'shape':<10} {'chain':<24} {'workers':>7} {'input img/s':>12} {'host img/s':>11} "
               f"{'train img/s':>12} {'ratio':>6} {'cpu cost ratio':>14}")

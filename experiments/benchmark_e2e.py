@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 
+from experiments import cli
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = "experiments/configs/mnist_simple_cnn.py"
 
@@ -203,7 +205,7 @@ def main(argv=None) -> int:
     print(f"\nours against the bare step measured around each run ({bares} img/s): the whole run reaches "
           f"{percents} of it (median {100 * statistics.median(shares):.0f}%); its logged windows' median "
           f"{median('ours', 'median_logged_images_per_second'):,.0f} img/s")
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    cpu = cli.cpu_name()
     print(f"{cpu} | {os.cpu_count()} cores | load {min(load):.1f} to {max(load):.1f}")
     if args.json:
         payload = {"command": "python -m experiments.benchmark_e2e " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -1,5 +1,6 @@
 """What every command line here shares: one-line errors with exit status 2, absl flag parsing whose every
-mistake is said in one line, the workdir flag's checks, and how a run's stop becomes an exit status.
+mistake is said in one line, the workdir flag's checks, how a run's stop becomes an exit status, and
+the CPU's name for the benchmarks' records.
 
 Exit status: 0 done, 2 bad input (one line "error: ..." on stderr names the bad value and what is
 accepted), 75 preempted (SIGTERM/SIGINT; run the same command to resume).
@@ -37,6 +38,15 @@ def require_positive(flag_values, names) -> None:
     for name in names:
         if getattr(flag_values, name) < 1:
             fail(f"--{name}={getattr(flag_values, name)}: expected a positive integer")
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where there is none), for the benchmarks' records."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
 
 
 def print_fit_progress(step: int, loss: float, accuracy: float) -> None:

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from experiments import benchmark
+from experiments import benchmark, cli
 
 _CONVOLUTION = re.compile(r"^\s*(?:ROOT )?%(?P<name>[\w.\-]+) = \w+\[(?P<dims>[\d,]*)\]\S* convolution\(")
 
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         print_table("PyTorch: the costliest aten ops (self CPU time)", record["torch"]["top_ops_ms"],
                     record["torch"]["step_ms"], record["torch"]["profiled_ms"])
     load.append(os.getloadavg()[0])
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    cpu = cli.cpu_name()
     print(f"\n{cpu} | load {load[0]:.1f} -> {load[1]:.1f} | {time.strftime('%Y-%m-%d %H:%M')}")
     if args.json:
         record.update(cpu=cpu, load_average=load, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),

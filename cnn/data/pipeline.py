@@ -76,12 +76,10 @@ class BatchPlan:
 
     def indices(self, step: int) -> np.ndarray:
         """int64 [<= per_process_batch]: source indices of this process's examples at global ``step``."""
-        epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
-        start = (step_in_epoch * self.process_count + self.process_index) * self.per_process_batch
-        positions = np.arange(start, min(start + self.per_process_batch, self.num_examples))
-        if self.seed is None:
-            return positions
-        return index_shuffle(positions, max_index=self.num_examples - 1, seed=_epoch_seed(self.seed, epoch))
+        if self.seed is not None:
+            return self.steps(step, 1)[0]
+        start = ((step % self.steps_per_epoch) * self.process_count + self.process_index) * self.per_process_batch
+        return np.arange(start, min(start + self.per_process_batch, self.num_examples))  # the last one may be short
 
     def steps(self, first: int, count: int) -> np.ndarray:
         """int64 [count, per_process_batch]: ``indices(s)`` for the ``count`` training steps from ``first``."""

@@ -107,6 +107,29 @@ class DeviceEvaluation:
         self.batches = [parallel.put_global_batch({"index": i, "mask": m}) for i, m in zip(indices, mask)]
 
 
+# What the feeds hand to the compiled steps, as {key: (shape, dtype)} (cnn.train.precompile compiles from it).
+def split_layout(source: Any) -> dict:
+    """A split held on the device (``DeviceFeed.data``, ``DeviceEvaluation.data``)."""
+    return {"image": ((len(source), *source.image_shape), np.uint8), "label": ((len(source),), np.int32)}
+
+
+def call_layout(experiment: Any, k: int) -> dict:
+    """The batches of a call of ``k`` steps from the run's feed (``next(k)``), global rows."""
+    rows = (k, experiment.update_batch)
+    if experiment.on_device:
+        return {"index": (rows, np.int32)}
+    return {"image": ((*rows, *experiment.train_source.image_shape), np.uint8), "label": (rows, np.int32)}
+
+
+def evaluation_layout(experiment: Any) -> dict:
+    """One evaluation batch: indices and mask into the device-held test split, or the grain batch itself."""
+    rows = (experiment.eval_batch,)
+    if experiment.on_device:
+        return {"index": (rows, np.int32), "mask": (rows, np.bool_)}
+    return {"image": ((*rows, *experiment.test_source.image_shape), np.uint8), "label": (rows, np.int32),
+            "mask": (rows, np.bool_)}
+
+
 def make_feed(experiment: Any) -> Any:
     """The feed ``config.data.on_device`` chooses for this run."""
     config = experiment.config

@@ -34,6 +34,7 @@ from cnn.train import transfer, validate
 from cnn.train.build import Experiment, build, build_model
 from cnn.train.checkpoint import Checkpointer, checkpointer_for, unreadable_checkpoints
 from cnn.train.feed import make_evaluation, make_feed
+from cnn.train.precompile import Precompile
 from cnn.train.steps import eval_indexed_step, eval_step, summarise, train_steps
 from cnn.train.workdir import RunError, Workdir
 from cnn.train.writer import MetricWriter
@@ -220,84 +221,6 @@ def _start(experiment: Experiment, workdir: Workdir, initial: Optional[transfer.
         progress = tqdm(total=experiment.total_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
     return _Run(experiment, workdir, checkpointer, writer, feed, evaluation, state, start_step, compiled_train,
                 compiled_eval, progress, precompile)
-
-
-class Precompile(threading.Thread):
-    """Lowers and compiles the loop's programs from their shapes on a background thread: the train call of
-    ``training.steps_per_call`` steps (when some interval leaves room for one), the single step (remainders
-    before a stop), and the evaluation step.
-    XLA compiles outside the GIL, so this overlaps the reading of the data and the state's initialisation;
-    the loop's first calls then find the executables in JAX's cache. ``join()`` before the first call (two
-    compilations of one program at once would both run). Modes ``single`` and ``sharded`` in one process;
-    elsewhere (pmap, several processes) the programs compile at their first call as before. A failure here
-    is left for that first call to raise.
-    """
-
-    def __init__(self, experiment: Experiment, compiled_train, compiled_eval):
-        super().__init__(name="cnn-precompile", daemon=False)  # never killed mid-compilation at exit
-        self.programs = _abstract_calls(experiment, compiled_train, compiled_eval)
-        self.seconds, self.error = 0.0, None
-        if self.programs:
-            self.start()
-
-    def run(self) -> None:
-        started = time.perf_counter()
-        try:
-            for function, arguments in self.programs:
-                function.lower(*arguments).compile()
-        except Exception as error:  # noqa: BLE001 - the loop's own call raises it again, where it belongs
-            self.error = error
-            log.debug("background compilation failed (the loop compiles at its first call): %r", error)
-        self.seconds = time.perf_counter() - started
-
-    def join(self, timeout: Optional[float] = None) -> None:
-        if self.is_alive():
-            super().join(timeout)
-
-
-def _abstract_calls(experiment: Experiment, compiled_train, compiled_eval) -> list:
-    """``(jitted function, abstract arguments)`` of each program the loop will call, or [] where not supported."""
-    parallel, training = experiment.parallel, experiment.config.training
-    if parallel.mode == "pmap" or jax.process_count() > 1:
-        return []
-    if parallel.mode == "single":
-        placed = jax.sharding.SingleDeviceSharding(parallel.local_devices[0])
-        stacked = batched = everywhere = placed
-    else:
-        stacked, batched, everywhere = parallel.stacked_sharding, parallel.data_sharding, parallel.replicated
-    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=everywhere, weak_type=s.weak_type),
-                         experiment.state_shapes)
-    rng = jax.ShapeDtypeStruct(experiment.state_shapes.rng.shape, experiment.state_shapes.rng.dtype)
-    image = tuple(experiment.train_source.image_shape)
-
-    def spec(shape, dtype, sharding):
-        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-
-    def data(source) -> dict:
-        return {"image": spec((len(source), *image), np.uint8, everywhere), "label": spec((len(source),), np.int32, everywhere)}
-
-    calls = []
-    k = training.steps_per_call
-    # A call of k steps happens only where k steps fit between two stops: never if an interval is shorter.
-    shortest = min(training.log_every_steps, training.eval_every_steps or experiment.steps_per_epoch,
-                   training.checkpoint_every_steps or experiment.steps_per_epoch, experiment.total_steps)
-    sizes = ([k] if k <= shortest else []) + ([1] if k > 1 else [])
-    for k in sizes:
-        if experiment.on_device:
-            batches, extra = {"index": spec((k, experiment.update_batch), np.int32, stacked)}, (data(experiment.train_source),)
-        else:
-            batches, extra = {"image": spec((k, experiment.update_batch, *image), np.uint8, stacked),
-                              "label": spec((k, experiment.update_batch), np.int32, stacked)}, ()
-        calls.append((compiled_train, (state, batches, rng, *extra)))
-    rows = experiment.eval_batch
-    if experiment.on_device:
-        batch = {"index": spec((rows,), np.int32, batched), "mask": spec((rows,), np.bool_, batched)}
-        calls.append((compiled_eval, (state, batch, data(experiment.test_source))))
-    else:
-        batch = {"image": spec((rows, *image), np.uint8, batched), "label": spec((rows,), np.int32, batched),
-                 "mask": spec((rows,), np.bool_, batched)}
-        calls.append((compiled_eval, (state, batch)))
-    return calls
 
 
 # ----------------------------------------------------------------------------------------- train
